@@ -1,0 +1,295 @@
+"""Message-flow blocks (MFGs) for MVS mini-batches: history, control-variate and exact.
+
+Every builder returns ``(input_nodes, output_nodes, blocks)`` like a DGL ``BlockSampler``, with
+the DGL block contract: ``blocks[i].srcdata[NID][:num_dst] == blocks[i].dstdata[NID]``,
+``blocks[i].dstdata[NID] == blocks[i + 1].srcdata[NID]``, and ``edata[EID]`` naming the edge of
+``g`` behind every block edge.  ``srcdata["mvs_fresh"]`` marks the source rows that the previous
+layer computes; the other rows (the "halo") take their input from history.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import dgl
+import torch
+from dgl import DGLGraph
+from torch import Tensor
+
+from . import keys
+
+NID, EID = dgl.NID, dgl.EID
+
+__all__ = [
+    "check_graph",
+    "edge_weights_of",
+    "history_blocks",
+    "control_variate_blocks",
+    "exact_blocks",
+]
+
+
+def check_graph(g: object) -> DGLGraph:
+    """Raise a clear error unless ``g`` is a homogeneous :class:`dgl.DGLGraph`."""
+    if not isinstance(g, DGLGraph):
+        raise TypeError(f"expected a dgl.DGLGraph, got {type(g).__name__}")
+    if not g.is_homogeneous:
+        raise ValueError(
+            "dgl_mvs samples homogeneous graphs only; this graph has node types "
+            f"{g.ntypes} and edge types {g.etypes}. Convert it with dgl.to_homogeneous(g)."
+        )
+    if g.is_block:
+        raise ValueError("expected the full graph, got a block (MFG)")
+    return g
+
+
+def _check_seeds(g: DGLGraph, seeds: Tensor) -> Tensor:
+    if not torch.is_tensor(seeds) or seeds.dim() != 1:
+        raise ValueError("seed nodes must be a 1-D tensor of node IDs")
+    if seeds.numel() == 0:
+        raise ValueError("seed nodes are empty: a mini-batch needs at least one node")
+    if seeds.device != g.device:
+        raise ValueError(f"seed nodes are on {seeds.device} but the graph is on {g.device}")
+    if int(seeds.min()) < 0 or int(seeds.max()) >= g.num_nodes():
+        raise ValueError(f"seed node IDs must lie in [0, {g.num_nodes()})")
+    return seeds.to(g.idtype)
+
+
+def edge_weights_of(g: DGLGraph, key: str | None, eids: Tensor) -> Tensor | None:
+    """Gather the full-graph edge weights ``g.edata[key]`` of edges ``eids`` (None if no key)."""
+    if key is None:
+        return None
+    if key not in g.edata:
+        raise KeyError(
+            f"edge weight key {key!r} is not in g.edata (keys: {list(g.edata.keys())}); "
+            "compute it first, e.g. g.edata[key] = dgl_mvs.gcn_norm(g)"
+        )
+    weights = g.edata[key]
+    if weights.dim() != 1:
+        raise ValueError(f"g.edata[{key!r}] must hold one scalar per edge")
+    return weights[eids.long()]
+
+
+def _one_hop_block(g: DGLGraph, dst: Tensor) -> dgl.DGLGraph:
+    """Block whose destinations are ``dst`` with all their in-edges (the full 1-hop view)."""
+    frontier = dgl.in_subgraph(g, dst)
+    block = dgl.to_block(frontier, dst)
+    block.edata[EID] = frontier.edata[EID]
+    return block
+
+
+def _set_edge_weights(g: DGLGraph, edge_weight: str | None, blocks: Sequence) -> None:
+    if edge_weight is None:
+        return
+    for block in blocks:
+        block.edata[keys.EDGE_WEIGHTS] = edge_weights_of(g, edge_weight, block.edata[EID])
+
+
+def history_blocks(
+    g: DGLGraph, seeds: Tensor, num_layers: int, edge_weight: str | None = None
+) -> tuple[Tensor, Tensor, list]:
+    """Blocks of the paper's Eq. 7: the batch and its full 1-hop in-neighbourhood, every layer.
+
+    Every block has the same node set, the batch followed by its halo (in-neighbours outside the
+    batch), so the node count per layer is constant whatever ``num_layers`` is.  Only the batch
+    rows receive edges (all their in-edges in ``g``), so a layer computes the batch exactly from
+    its inputs; the halo rows of every hidden layer's input are filled from history by
+    :class:`dgl_mvs.History`.  The structure is built once per step and shared by all layers.
+
+    Parameters
+    ----------
+    g : DGLGraph
+        Homogeneous graph.
+    seeds : Tensor
+        Unique node IDs of the batch.
+    num_layers : int
+        Number of GNN layers (blocks).
+    edge_weight : str, optional
+        ``g.edata`` key of full-graph edge weights (e.g. :func:`dgl_mvs.gcn_norm`), copied to
+        ``block.edata["edge_weights"]``.
+
+    Returns
+    -------
+    tuple
+        ``(input_nodes, output_nodes, blocks)``.
+
+    Examples
+    --------
+    >>> import dgl, torch
+    >>> from dgl_mvs.blocks import history_blocks
+    >>> g = dgl.graph((torch.tensor([1, 2, 3]), torch.tensor([0, 0, 1])))
+    >>> inputs, outputs, blocks = history_blocks(g, torch.tensor([0]), num_layers=2)
+    >>> inputs.tolist(), [b.num_edges() for b in blocks]
+    ([0, 1, 2], [2, 2])
+    """
+    g = check_graph(g)
+    seeds = _check_seeds(g, seeds)
+    _check_layers(num_layers)
+    last = _one_hop_block(g, seeds)
+    nodes = last.srcdata[NID]
+    num_nodes, num_seeds = last.num_src_nodes(), last.num_dst_nodes()
+    src, dst = last.edges()
+    # Every inner block reuses the last block's edges: the batch is the prefix of the node
+    # set, so the local destination IDs stay valid with the whole node set as destinations.
+    fresh_inner = torch.zeros(num_nodes, dtype=torch.bool, device=g.device)
+    fresh_inner[:num_seeds] = True
+    all_fresh = torch.ones(num_nodes, dtype=torch.bool, device=g.device)
+    blocks = []
+    for layer in range(num_layers - 1):
+        block = dgl.create_block(
+            (src, dst), num_src_nodes=num_nodes, num_dst_nodes=num_nodes,
+            idtype=g.idtype, device=g.device,
+        )
+        block.srcdata[NID] = nodes
+        block.dstdata[NID] = nodes
+        block.edata[EID] = last.edata[EID]
+        block.srcdata[keys.FRESH] = all_fresh if layer == 0 else fresh_inner
+        blocks.append(block)
+    last.srcdata[keys.FRESH] = all_fresh if num_layers == 1 else fresh_inner
+    blocks.append(last)
+    _set_edge_weights(g, edge_weight, blocks)
+    return nodes, seeds, blocks
+
+
+def exact_blocks(
+    g: DGLGraph, seeds: Tensor, num_layers: int, edge_weight: str | None = None
+) -> tuple[Tensor, Tensor, list]:
+    """Blocks of the full ``num_layers``-hop neighbourhood (Eq. 6): no sampling, no history.
+
+    Used at checkpoints and for inference.  Every source row is computed fresh, so the history
+    hook writes every layer's input into history (a refresh of the whole neighbourhood).
+
+    Examples
+    --------
+    >>> import dgl, torch
+    >>> from dgl_mvs.blocks import exact_blocks
+    >>> g = dgl.graph((torch.tensor([1, 2, 3]), torch.tensor([0, 0, 1])))
+    >>> inputs, outputs, blocks = exact_blocks(g, torch.tensor([0]), num_layers=2)
+    >>> sorted(inputs.tolist()), [b.num_dst_nodes() for b in blocks]
+    ([0, 1, 2, 3], [3, 1])
+    """
+    g = check_graph(g)
+    seeds = _check_seeds(g, seeds)
+    _check_layers(num_layers)
+    blocks, dst = [], seeds
+    for _ in range(num_layers):
+        block = _one_hop_block(g, dst)
+        block.srcdata[keys.FRESH] = torch.ones(
+            block.num_src_nodes(), dtype=torch.bool, device=g.device
+        )
+        blocks.insert(0, block)
+        dst = block.srcdata[NID]
+    _set_edge_weights(g, edge_weight, blocks)
+    return dst, seeds, blocks
+
+
+def _sample_per_destination(
+    dst: Tensor, fanout: int, generator: torch.Generator | None
+) -> Tensor:
+    """Mark, for each destination, ``fanout`` of its edges uniformly without replacement.
+
+    Edges get random keys; sorting by (destination, key) and keeping the first ``fanout`` of
+    each destination's run is a uniform draw without replacement, vectorised over all edges.
+    """
+    num_edges = dst.numel()
+    if fanout < 0:
+        return torch.ones(num_edges, dtype=torch.bool, device=dst.device)
+    keys_ = torch.rand(num_edges, generator=generator, dtype=torch.float64).to(dst.device)
+    order = torch.argsort(dst.double() + keys_)
+    sorted_dst = dst[order]
+    first = torch.searchsorted(sorted_dst, sorted_dst)
+    rank = torch.arange(num_edges, device=dst.device) - first
+    picked = torch.empty(num_edges, dtype=torch.bool, device=dst.device)
+    picked[order] = rank < fanout
+    return picked
+
+
+def control_variate_blocks(
+    g: DGLGraph,
+    seeds: Tensor,
+    fanouts: Sequence[int],
+    edge_weight: str | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor, list]:
+    """Blocks for the control-variate estimator of VR-GCN (Chen et al., 2018).
+
+    For a destination ``v`` computed fresh at a layer, the layer aggregates
+
+    ``z_v = sum_{u in N(v)} a_uv hbar_u + |N(v)| / s_v * sum_{u in sampled(v)} a_uv (h_u - hbar_u)``
+
+    where ``hbar`` is history, ``h`` the fresh input and ``s_v = min(fanout, |N(v)|)``.  Each
+    block holds the full in-edges of its fresh destinations with
+    ``edata["mvs_history_weights"] = a_uv`` (first sum) and ``edata["edge_weights"]`` equal to
+    the scaled ``|N(v)| / s_v * a_uv`` on sampled edges and 0 elsewhere (second sum);
+    ``edata["mvs_sampled"]`` marks the sampled edges.  Only the
+    batch, the sampled neighbours and their own sampled neighbours (recursively) are computed
+    fresh; the full neighbourhoods enter through histories.  ``a_uv`` is ``g.edata[edge_weight]``
+    or, without one, ``1 / |N(v)|`` (mean aggregation).  Consume the blocks with
+    :class:`dgl_mvs.nn.CVGraphConv` / :class:`dgl_mvs.nn.CVSAGEConv`, or wrap any layer in
+    :class:`dgl_mvs.nn.ControlVariate`.
+
+    Parameters
+    ----------
+    g : DGLGraph
+        Homogeneous graph.
+    seeds : Tensor
+        Unique node IDs of the batch.
+    fanouts : list[int]
+        Sampled neighbours per destination for each layer, first layer first (as in
+        :class:`dgl.dataloading.NeighborSampler`); -1 takes all.
+    edge_weight : str, optional
+        ``g.edata`` key of full-graph weights ``a_uv``.
+    generator : torch.Generator, optional
+        Source of randomness for the neighbour draws (CPU generator).
+
+    Examples
+    --------
+    >>> import dgl, torch
+    >>> from dgl_mvs.blocks import control_variate_blocks
+    >>> g = dgl.graph((torch.tensor([1, 2, 3, 0]), torch.tensor([0, 0, 0, 1])))
+    >>> _, _, blocks = control_variate_blocks(g, torch.tensor([0]), [2, 1])
+    >>> blocks[-1].num_edges(), int((blocks[-1].edata["edge_weights"] > 0).sum())
+    (3, 1)
+    """
+    g = check_graph(g)
+    seeds = _check_seeds(g, seeds)
+    _check_layers(len(fanouts))
+    blocks: list = []
+    dst_nodes, fresh_dst = seeds, seeds
+    for layer in reversed(range(len(fanouts))):
+        frontier = dgl.in_subgraph(g, fresh_dst)
+        block = dgl.to_block(frontier, dst_nodes)
+        eids = frontier.edata[EID]
+        block.edata[EID] = eids
+        src_global, dst_global = frontier.edges()
+        dst_long = dst_global.long()
+        # The frontier holds every in-edge of the fresh destinations: full degrees.
+        degree = g.in_degrees(dst_global).to(torch.float32)
+        picked = _sample_per_destination(dst_long, fanouts[layer], generator)
+        if fanouts[layer] < 0:
+            sampled_count = degree
+        else:
+            sampled_count = degree.clamp(max=float(fanouts[layer]))
+        base = edge_weights_of(g, edge_weight, eids)
+        if base is None:
+            base = 1.0 / degree
+        base = base.to(torch.float32)
+        block.edata[keys.HISTORY_WEIGHTS] = base
+        block.edata[keys.SAMPLED] = picked
+        block.edata[keys.EDGE_WEIGHTS] = torch.where(
+            picked, base * degree / sampled_count, torch.zeros_like(base)
+        )
+        src_nodes = block.srcdata[NID]
+        if layer == 0:
+            fresh_src = torch.ones(src_nodes.numel(), dtype=torch.bool, device=g.device)
+        else:
+            needed = torch.cat([fresh_dst, src_global[picked]])
+            fresh_src = torch.isin(src_nodes, needed)
+        block.srcdata[keys.FRESH] = fresh_src
+        blocks.insert(0, block)
+        dst_nodes, fresh_dst = src_nodes, src_nodes[fresh_src]
+    return dst_nodes, seeds, blocks
+
+
+def _check_layers(num_layers: int) -> None:
+    if not isinstance(num_layers, int) or num_layers < 1:
+        raise ValueError(f"num_layers must be a positive integer, got {num_layers!r}")

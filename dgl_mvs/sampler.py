@@ -1,0 +1,494 @@
+"""The MVS block sampler for ``dgl.dataloading.DataLoader``."""
+from __future__ import annotations
+
+import math
+import threading
+import time
+import warnings
+from typing import Sequence
+
+import dgl
+import torch
+from dgl import DGLGraph
+from dgl.dataloading import BlockSampler
+from torch import Tensor
+
+from . import keys
+from .blocks import check_graph, control_variate_blocks, exact_blocks, history_blocks
+from .draws import horvitz_thompson_weights, poisson_draw, systematic_draw
+from .probabilities import mvs_probabilities
+from .scores import ScoreTable
+
+NID = dgl.NID
+_MASK64 = (1 << 64) - 1
+_BLOCK_KINDS = ("history", "cv", "exact")
+
+__all__ = ["MVSSampler"]
+
+
+def _mix(*values: int) -> int:
+    """Deterministic 63-bit seed from integers (splitmix64 rounds): one stream per step."""
+    state = 0x9E3779B97F4A7C15
+    for value in values:
+        state = (state ^ (int(value) & _MASK64)) & _MASK64
+        state = (state * 0xBF58476D1CE4E5B9) & _MASK64
+        state ^= state >> 31
+        state = (state * 0x94D049BB133111EB) & _MASK64
+        state ^= state >> 29
+    return state & ((1 << 63) - 1)
+
+
+def _generator(*values: int) -> torch.Generator:
+    return torch.Generator().manual_seed(_mix(*values))
+
+
+def _in_main_thread_of_main_process() -> bool:
+    return (
+        torch.utils.data.get_worker_info() is None
+        and threading.current_thread() is threading.main_thread()
+    )
+
+
+class MVSSampler(BlockSampler):
+    """Minimal Variance Sampling (MVS-GNN, Algorithm 1) as a DGL block sampler.
+
+    **What the DataLoader's indices mean.** As with :class:`dgl.dataloading.SAINTSampler`, the
+    indices are *step numbers*, not nodes: the sampler owns its candidate set (``train_nids``)
+    and draws each step's seeds itself, deterministically from ``(seed, rank, epoch, step)``, so
+    worker processes and ``use_ddp=True`` agree without coordination.  Build the loader with
+    ``sampler.step_ids()`` as indices, the DataLoader's ``batch_size=1`` (the default; the MVS
+    batch size is this sampler's ``batch_size``) and ``shuffle=False`` (draws are already
+    random; shuffling steps would move checkpoints).  An epoch is ``steps_per_epoch`` steps,
+    by default ``ceil(len(train_nids) / batch_size)``; call :meth:`set_epoch` at the start of
+    each epoch so that epochs draw differently.
+
+    **Schedule.** Global step ``t = epoch * steps_per_epoch + index``.  Every
+    ``checkpoint_every`` (the paper's ``K``) steps a *checkpoint* step draws a uniform pool
+    ``V_S`` of ``ceil(pool_ratio * len(train_nids))`` nodes (``gamma``) and returns exact blocks
+    (:func:`dgl_mvs.exact_blocks`) for the whole pool with weights ``1 / |V_S|``: its forward
+    refreshes the histories of the pool's neighbourhood and its gradient norms score the pool.
+    The ``K - 1`` steps after it draw ``batch_size`` seeds from ``V_S`` with the minimal-variance
+    probabilities ``p_i = min(1, g_i / mu)`` (:func:`dgl_mvs.mvs_probabilities`) and weights
+    ``1 / (p_i |V_S|)``, so that ``sum_i w_i loss_i`` is an unbiased estimate of the mean loss.
+    With ``probabilities="frozen"`` (the authors' code) ``p`` is computed once per interval from
+    the scores written for the checkpoint; with ``"step"`` it is recomputed every step from the
+    latest scores (the paper's "on the fly" variant).
+
+    **Scores.** Call :meth:`update_scores` with the blocks and fresh per-node gradient norms
+    (e.g. :func:`dgl_mvs.cross_entropy_grad_norm`) after every step.  The score table lives in
+    ``g.ndata["mvs_score"]`` in shared memory, so worker processes read what the main process
+    writes.  With ``probabilities="frozen"``, a worker drawing a step waits until the scores of
+    its interval's checkpoint are written (at most ``score_timeout`` seconds, then it warns and
+    uses the table as it is), so a seed gives the same batches with or without workers.  With
+    ``"step"`` and ``num_workers > 0``, a worker draws from the scores written so far: up to
+    ``num_workers * prefetch_factor`` steps stale, and timing-dependent.
+
+    Parameters
+    ----------
+    g : DGLGraph
+        The graph (homogeneous).  The score table is attached to its ``ndata``.
+    train_nids : Tensor
+        Candidate seed nodes (the training set).
+    batch_size : int
+        Expected seeds per MVS step (exact for ``draw="systematic"``).
+    num_layers : int, optional
+        Number of GNN layers; required for ``blocks`` "history" and "exact".
+    blocks : str or BlockSampler, default "history"
+        How to build the blocks of MVS steps: ``"history"`` (Eq. 7, full 1-hop neighbourhood
+        with history for the halo, :func:`dgl_mvs.history_blocks`), ``"cv"`` (VR-GCN control
+        variates with ``fanouts``, :func:`dgl_mvs.control_variate_blocks`), ``"exact"``, or a
+        DGL block sampler (e.g. ``NeighborSampler([10, 10])``) to keep your own blocks and only
+        draw the seeds by importance.
+    fanouts : list[int], optional
+        Neighbours per layer for ``blocks="cv"``.
+    checkpoint_every : int, default 20
+        ``K``: steps per interval, the first being the checkpoint.
+    pool_ratio : float, default 1.0
+        ``gamma``: pool size as a fraction of ``train_nids``.
+    probabilities : str, default "frozen"
+        ``"frozen"`` or ``"step"`` (see above).
+    draw : str, default "systematic"
+        ``"systematic"`` (exactly ``batch_size`` seeds) or ``"poisson"`` (independent
+        Bernoulli draws, the paper's; random size with mean ``batch_size``).
+    uniform_mix : float, default 0.0
+        Mix ``p`` with the uniform distribution, ``(1 - a) p + a B / |V_S|``.
+    edge_weight : str, optional
+        ``g.edata`` key of full-graph edge weights, put in ``block.edata["edge_weights"]``
+        (scaled by the sampling rate on control-variate blocks).
+    steps_per_epoch : int, optional
+        Steps per epoch (default ``ceil(len(train_nids) / batch_size)``).
+    seed : int, default 0
+        Seed of all draws.
+    score_timeout : float, default 60.0
+        Seconds a worker waits for a checkpoint's scores.
+    prefetch_node_feats, prefetch_labels, prefetch_edge_feats, output_device
+        As in :class:`dgl.dataloading.NeighborSampler`.
+
+    Examples
+    --------
+    >>> import dgl, torch, torch.nn.functional as F
+    >>> from dgl.nn import SAGEConv
+    >>> import dgl_mvs
+    >>> g = dgl.rand_graph(300, 3000)
+    >>> g.ndata["feat"], g.ndata["label"] = torch.randn(300, 8), torch.randint(0, 3, (300,))
+    >>> layers = torch.nn.ModuleList([SAGEConv(8, 16, "mean"), SAGEConv(16, 3, "mean")])
+    >>> def model(blocks, h):
+    ...     h = F.relu(layers[0](blocks[0], h))
+    ...     return layers[1](blocks[1], h)
+    >>> history = dgl_mvs.History(g, widths=[16])
+    >>> _ = history.attach(layers)
+    >>> sampler = dgl_mvs.MVSSampler(g, torch.arange(200), batch_size=32, num_layers=2,
+    ...     prefetch_node_feats=["feat"], prefetch_labels=["label"])
+    >>> loader = dgl.dataloading.DataLoader(g, sampler.step_ids(), sampler)
+    >>> opt = torch.optim.Adam(layers.parameters(), lr=0.01)
+    >>> for epoch in range(2):
+    ...     sampler.set_epoch(epoch)
+    ...     for input_nodes, output_nodes, blocks in loader:
+    ...         logits = model(blocks, blocks[0].srcdata["feat"])
+    ...         labels = blocks[-1].dstdata["label"]
+    ...         w = blocks[-1].dstdata["mvs_weight"]
+    ...         loss = (w * F.cross_entropy(logits, labels, reduction="none")).sum()
+    ...         opt.zero_grad(); loss.backward(); opt.step()
+    ...         sampler.update_scores(blocks, dgl_mvs.cross_entropy_grad_norm(logits, labels))
+    """
+
+    def __init__(
+        self,
+        g: DGLGraph,
+        train_nids: Tensor,
+        batch_size: int,
+        num_layers: int | None = None,
+        *,
+        blocks: str | BlockSampler = "history",
+        fanouts: Sequence[int] | None = None,
+        checkpoint_every: int = 20,
+        pool_ratio: float = 1.0,
+        probabilities: str = "frozen",
+        draw: str = "systematic",
+        uniform_mix: float = 0.0,
+        edge_weight: str | None = None,
+        steps_per_epoch: int | None = None,
+        seed: int = 0,
+        score_timeout: float = 60.0,
+        prefetch_node_feats: Sequence[str] | None = None,
+        prefetch_labels: Sequence[str] | None = None,
+        prefetch_edge_feats: Sequence[str] | None = None,
+        output_device: torch.device | str | None = None,
+    ):
+        super().__init__(
+            prefetch_node_feats=prefetch_node_feats,
+            prefetch_labels=prefetch_labels,
+            prefetch_edge_feats=prefetch_edge_feats,
+            output_device=output_device,
+        )
+        check_graph(g)
+        train_nids = torch.as_tensor(train_nids)
+        if train_nids.dtype == torch.bool:
+            train_nids = torch.nonzero(train_nids).squeeze(1)
+        if train_nids.dim() != 1 or train_nids.numel() == 0:
+            raise ValueError("train_nids must be a non-empty 1-D tensor of node IDs (or a mask)")
+        if int(train_nids.min()) < 0 or int(train_nids.max()) >= g.num_nodes():
+            raise ValueError(f"train_nids must lie in [0, {g.num_nodes()})")
+        if torch.unique(train_nids).numel() != train_nids.numel():
+            raise ValueError("train_nids contains duplicate node IDs")
+        self.train_nids = train_nids.to(device=g.device, dtype=torch.int64)
+        num_train = self.train_nids.numel()
+
+        if not isinstance(batch_size, int) or not 1 <= batch_size <= num_train:
+            raise ValueError(
+                f"batch_size must be an integer in [1, {num_train}] (the number of training "
+                f"nodes), got {batch_size!r}"
+            )
+        if not 0.0 < pool_ratio <= 1.0:
+            raise ValueError(f"pool_ratio (gamma) must be in (0, 1], got {pool_ratio}")
+        self.pool_size = math.ceil(pool_ratio * num_train)
+        if self.pool_size < batch_size:
+            raise ValueError(
+                f"the pool (pool_ratio * |train| = {self.pool_size} nodes) is smaller than "
+                f"batch_size {batch_size}; raise pool_ratio or lower batch_size"
+            )
+        if not isinstance(checkpoint_every, int) or checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every (K) must be a positive integer, got {checkpoint_every!r}")
+        if probabilities not in ("frozen", "step"):
+            raise ValueError(f"probabilities must be 'frozen' or 'step', got {probabilities!r}")
+        if draw not in ("systematic", "poisson"):
+            raise ValueError(f"draw must be 'systematic' or 'poisson', got {draw!r}")
+        if not 0.0 <= uniform_mix <= 1.0:
+            raise ValueError(f"uniform_mix must be in [0, 1], got {uniform_mix}")
+
+        if isinstance(blocks, BlockSampler):
+            self.block_sampler: BlockSampler | None = blocks
+            self.block_kind = "custom"
+        elif blocks in _BLOCK_KINDS:
+            self.block_sampler = None
+            self.block_kind = blocks
+        else:
+            raise ValueError(
+                f"blocks must be one of {_BLOCK_KINDS} or a dgl.dataloading.BlockSampler, "
+                f"got {blocks!r}"
+            )
+        if self.block_kind == "cv":
+            if not fanouts:
+                raise ValueError("blocks='cv' needs fanouts, e.g. fanouts=[2, 2]")
+            if num_layers is not None and num_layers != len(fanouts):
+                raise ValueError(f"num_layers={num_layers} but {len(fanouts)} fanouts given")
+            num_layers = len(fanouts)
+        if self.block_kind in ("history", "exact") and num_layers is None:
+            raise ValueError(f"blocks={blocks!r} needs num_layers")
+        if num_layers is not None and (not isinstance(num_layers, int) or num_layers < 1):
+            raise ValueError(f"num_layers must be a positive integer, got {num_layers!r}")
+        if edge_weight is not None and edge_weight not in g.edata:
+            raise KeyError(
+                f"edge weight key {edge_weight!r} is not in g.edata (keys: "
+                f"{list(g.edata.keys())}); compute it first, e.g. "
+                f"g.edata[{edge_weight!r}] = dgl_mvs.gcn_norm(g)"
+            )
+
+        self.batch_size = batch_size
+        self.num_layers = num_layers
+        self.fanouts = list(fanouts) if fanouts else None
+        self.checkpoint_every = checkpoint_every
+        self.pool_ratio = pool_ratio
+        self.probabilities = probabilities
+        self.draw = draw
+        self.uniform_mix = uniform_mix
+        self.edge_weight = edge_weight
+        self.steps_per_epoch = steps_per_epoch or math.ceil(num_train / batch_size)
+        if self.steps_per_epoch < 1:
+            raise ValueError("steps_per_epoch must be positive")
+        self.seed = int(seed)
+        self.score_timeout = score_timeout
+        self.rank = (
+            torch.distributed.get_rank()
+            if torch.distributed.is_available() and torch.distributed.is_initialized()
+            else 0
+        )
+
+        self.scores = ScoreTable(g, key=keys.SCORE)
+        # State that worker processes must see change: shared memory (CPU graphs).
+        self._epoch = torch.zeros(1, dtype=torch.int64)
+        self._frozen_interval = torch.full((1,), -1, dtype=torch.int64)
+        self._frozen_p = torch.zeros(self.pool_size, dtype=torch.float64)
+        for shared in (self._epoch, self._frozen_interval, self._frozen_p):
+            shared.share_memory_()
+        self._pool_cache: tuple[int, Tensor] | None = None
+        self._warned: set[str] = set()
+        self._last_updated_step = -1
+
+    # ------------------------------------------------------------------ schedule
+    def step_ids(self) -> Tensor:
+        """Indices for ``dgl.dataloading.DataLoader``: the step numbers of one epoch."""
+        return torch.arange(self.steps_per_epoch, device=self.train_nids.device)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Set the epoch; visible to (persistent) worker processes."""
+        self._epoch[0] = int(epoch)
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch[0])
+
+    def global_step(self, index: int) -> int:
+        """Global step of DataLoader index ``index`` in the current epoch."""
+        return self.epoch * self.steps_per_epoch + int(index)
+
+    def is_checkpoint(self, step: int) -> bool:
+        """Whether global step ``step`` is a checkpoint step."""
+        return step % self.checkpoint_every == 0
+
+    def pool(self, interval: int) -> Tensor:
+        """The uniform pool ``V_S`` of checkpoint interval ``interval`` (deterministic)."""
+        cached = self._pool_cache
+        if cached is not None and cached[0] == interval:
+            return cached[1]
+        gen = _generator(self.seed, self.rank, interval, 1)
+        order = torch.randperm(self.train_nids.numel(), generator=gen)[: self.pool_size]
+        pool = self.train_nids[order.to(self.train_nids.device)]
+        self._pool_cache = (interval, pool)
+        return pool
+
+    def _pool_probabilities(self, pool: Tensor) -> Tensor:
+        return mvs_probabilities(
+            self.scores.read(pool).double(), self.batch_size, uniform_mix=self.uniform_mix
+        )
+
+    def _read_frozen(self, interval: int) -> Tensor | None:
+        if int(self._frozen_interval[0]) != interval:
+            return None
+        probs = self._frozen_p.clone()
+        # Re-check: the main process may have published another interval meanwhile.
+        return probs if int(self._frozen_interval[0]) == interval else None
+
+    def _frozen_probabilities(self, interval: int, pool: Tensor) -> Tensor:
+        """The interval's probabilities fixed at its checkpoint, waiting for them if needed."""
+        probs = self._read_frozen(interval)
+        if probs is None and not _in_main_thread_of_main_process():
+            deadline = time.monotonic() + self.score_timeout
+            while probs is None and time.monotonic() < deadline:
+                time.sleep(0.001)
+                probs = self._read_frozen(interval)
+        if probs is not None:
+            return probs
+        self._warn_once(
+            f"interval-{interval}",
+            f"no scores were written for the checkpoint of interval {interval} (step "
+            f"{interval * self.checkpoint_every}); drawing from the score table as it is. Call "
+            "sampler.update_scores(blocks, scores) after every step.",
+        )
+        return self._pool_probabilities(pool)
+
+    # ------------------------------------------------------------------ sampling
+    def sample_blocks(self, g: DGLGraph, indices: Tensor, exclude_eids=None):
+        """Draw the seeds of the step in ``indices`` and build its blocks."""
+        indices = torch.as_tensor(indices).reshape(-1)
+        if indices.numel() != 1:
+            raise ValueError(
+                f"MVSSampler got {indices.numel()} indices in one batch: its DataLoader indices "
+                "are step numbers, one per batch. Use DataLoader(g, sampler.step_ids(), "
+                "sampler) with the default batch_size=1; the MVS batch size is the sampler's "
+                "batch_size."
+            )
+        step = self.global_step(int(indices[0]))
+        seeds, weights = self.draw_step(step)
+        seeds = seeds.to(g.idtype)
+        if self.is_checkpoint(step) and self.block_kind != "custom":
+            result = exact_blocks(g, seeds, self.num_layers, self.edge_weight)
+        elif self.block_kind == "history":
+            result = history_blocks(g, seeds, self.num_layers, self.edge_weight)
+        elif self.block_kind == "exact":
+            result = exact_blocks(g, seeds, self.num_layers, self.edge_weight)
+        elif self.block_kind == "cv":
+            result = control_variate_blocks(
+                g, seeds, self.fanouts, self.edge_weight,
+                generator=_generator(self.seed, self.rank, step, 3),
+            )
+        else:
+            result = self.block_sampler.sample_blocks(g, seeds, exclude_eids)
+        input_nodes, output_nodes, blocks = result
+        last = blocks[-1]
+        if last.num_dst_nodes() != seeds.numel():
+            raise RuntimeError("the block sampler changed the output nodes of the batch")
+        last.dstdata[keys.WEIGHT] = weights.to(device=last.device, dtype=torch.float32)
+        last.dstdata[keys.STEP] = torch.full(
+            (seeds.numel(),), step, dtype=torch.int64, device=last.device
+        )
+        if self.output_device is not None:
+            blocks = [block.to(self.output_device) for block in blocks]
+            input_nodes = input_nodes.to(self.output_device)
+            output_nodes = output_nodes.to(self.output_device)
+        return input_nodes, output_nodes, blocks
+
+    def draw_step(self, step: int) -> tuple[Tensor, Tensor]:
+        """Seeds and Horvitz-Thompson weights of global step ``step``."""
+        interval = step // self.checkpoint_every
+        pool = self.pool(interval)
+        if self.is_checkpoint(step):
+            weights = torch.full((pool.numel(),), 1.0 / pool.numel(), dtype=torch.float64)
+            return pool, weights
+        if self.probabilities == "frozen":
+            probs = self._frozen_probabilities(interval, pool)
+        else:
+            probs = self._pool_probabilities(pool)
+        gen = _generator(self.seed, self.rank, step, 2)
+        for _ in range(100):
+            picked = (systematic_draw if self.draw == "systematic" else poisson_draw)(probs, gen)
+            if picked.numel() > 0:  # a Poisson draw can come out empty; draw again
+                break
+        else:
+            raise RuntimeError("100 Poisson draws came out empty; are the probabilities tiny?")
+        picked = picked.to(pool.device)
+        weights = horvitz_thompson_weights(probs[picked.cpu()], pool.numel())
+        return pool[picked], weights
+
+    # ------------------------------------------------------------------ scores
+    def update_scores(self, blocks: Sequence, scores: Tensor) -> None:
+        """Write fresh scores of a step's output nodes; at checkpoints fix the next ``p``.
+
+        Parameters
+        ----------
+        blocks : list of blocks
+            The blocks of the step (as returned by the DataLoader).
+        scores : Tensor
+            One non-negative score per output node, e.g. from
+            :func:`dgl_mvs.cross_entropy_grad_norm`.
+        """
+        last = blocks[-1]
+        if keys.STEP not in last.dstdata:
+            raise ValueError(
+                "these blocks were not produced by MVSSampler (no 'mvs_step' in "
+                "blocks[-1].dstdata)"
+            )
+        nodes = last.dstdata[NID].to(self.train_nids.device)
+        step = int(last.dstdata[keys.STEP][0])
+        if torch.is_tensor(scores):
+            scores = scores.detach()
+        self.scores.write(nodes, torch.as_tensor(scores).to(self.train_nids.device))
+        if step <= self._last_updated_step:
+            self._warn_once(
+                "repeat",
+                f"step {step} was already trained on: call sampler.set_epoch(epoch) at the "
+                "start of every epoch, otherwise every epoch repeats the same pools and draws",
+            )
+        self._last_updated_step = max(self._last_updated_step, step)
+        if self.is_checkpoint(step) and self.probabilities == "frozen":
+            interval = step // self.checkpoint_every
+            self._frozen_p.copy_(self._pool_probabilities(self.pool(interval)).cpu())
+            # Publish the interval only once p is written: workers poll it.
+            self._frozen_interval[0] = interval
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        """Scores, epoch, frozen probabilities and configuration, for ``torch.save``."""
+        return {
+            "num_nodes": self.scores.values.numel(),
+            "train_nids": self.train_nids.clone(),
+            "config": self._config(),
+            "scores": self.scores.state_dict(),
+            "epoch": self.epoch,
+            "frozen_interval": int(self._frozen_interval[0]),
+            "frozen_p": self._frozen_p.clone(),
+            "last_updated_step": self._last_updated_step,
+        }
+
+    def _config(self) -> dict:
+        return {
+            "batch_size": self.batch_size,
+            "num_layers": self.num_layers,
+            "block_kind": self.block_kind,
+            "fanouts": self.fanouts,
+            "checkpoint_every": self.checkpoint_every,
+            "pool_size": self.pool_size,
+            "probabilities": self.probabilities,
+            "draw": self.draw,
+            "uniform_mix": self.uniform_mix,
+            "steps_per_epoch": self.steps_per_epoch,
+            "seed": self.seed,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`; a mismatch raises ValueError and changes nothing."""
+        if state.get("num_nodes") != self.scores.values.numel():
+            raise ValueError(
+                f"sampler state is for a graph of {state.get('num_nodes')} nodes, this graph "
+                f"has {self.scores.values.numel()}"
+            )
+        if not torch.equal(state["train_nids"].cpu(), self.train_nids.cpu()):
+            raise ValueError("sampler state was saved with different train_nids")
+        if state["config"] != self._config():
+            diff = {
+                k: (v, self._config().get(k))
+                for k, v in state["config"].items()
+                if self._config().get(k) != v
+            }
+            raise ValueError(f"sampler state has a different configuration (saved, now): {diff}")
+        self.scores.load_state_dict(state["scores"])
+        self._epoch[0] = state["epoch"]
+        self._frozen_p.copy_(state["frozen_p"])
+        self._frozen_interval[0] = state["frozen_interval"]
+        self._last_updated_step = state["last_updated_step"]
+        self._pool_cache = None
