@@ -56,6 +56,9 @@ def check_stack() -> None:
             f"dgl {versions['dgl']} imports; install 'torchdata==0.7.1'. {_FIX}"
         )
     os.environ.setdefault("DGLBACKEND", "pytorch")
+    # `import dgl` imports ogb when it is installed, and ogb asks PyPI for a newer version of
+    # itself in a background thread: no network at run time.
+    os.environ.setdefault("OUTDATED_IGNORE", "1")
     try:
         import dgl  # noqa: F401
     except Exception as err:  # DGL raises FileNotFoundError/OSError/ImportError here

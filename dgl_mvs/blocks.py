@@ -51,6 +51,8 @@ def _check_seeds(g: DGLGraph, seeds: Tensor) -> Tensor:
         raise ValueError(f"seed nodes are on {seeds.device} but the graph is on {g.device}")
     if int(seeds.min()) < 0 or int(seeds.max()) >= g.num_nodes():
         raise ValueError(f"seed node IDs must lie in [0, {g.num_nodes()})")
+    if torch.unique(seeds).numel() != seeds.numel():
+        raise ValueError("seed nodes must be unique: a node is a destination once per block")
     return seeds.to(g.idtype)
 
 

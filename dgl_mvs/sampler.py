@@ -244,6 +244,9 @@ class MVSSampler(BlockSampler):
                 f"g.edata[{edge_weight!r}] = dgl_mvs.gcn_norm(g)"
             )
 
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        self.rank = torch.distributed.get_rank() if distributed else 0
+        self.world_size = torch.distributed.get_world_size() if distributed else 1
         self.batch_size = batch_size
         self.num_layers = num_layers
         self.fanouts = list(fanouts) if fanouts else None
@@ -256,13 +259,10 @@ class MVSSampler(BlockSampler):
         self.steps_per_epoch = steps_per_epoch or math.ceil(num_train / batch_size)
         if self.steps_per_epoch < 1:
             raise ValueError("steps_per_epoch must be positive")
+        # With use_ddp=True every rank takes an equal share of the step indices.
+        self.steps_per_epoch = math.ceil(self.steps_per_epoch / self.world_size) * self.world_size
         self.seed = int(seed)
         self.score_timeout = score_timeout
-        self.rank = (
-            torch.distributed.get_rank()
-            if torch.distributed.is_available() and torch.distributed.is_initialized()
-            else 0
-        )
 
         self.scores = ScoreTable(g, key=keys.SCORE)
         # State that worker processes must see change: shared memory (CPU graphs).
@@ -288,9 +288,42 @@ class MVSSampler(BlockSampler):
     def epoch(self) -> int:
         return int(self._epoch[0])
 
+    def _local_steps(self) -> tuple[int, int]:
+        """(first index, number of indices) of this process's share of :meth:`step_ids`."""
+        if self.world_size == 1:
+            return 0, self.steps_per_epoch
+        # DGL's DDP split (use_ddp=True, drop_last=False): contiguous ceil-sized shares.
+        share = math.ceil(self.steps_per_epoch / self.world_size)
+        return self.rank * share, share
+
     def global_step(self, index: int) -> int:
-        """Global step of DataLoader index ``index`` in the current epoch."""
-        return self.epoch * self.steps_per_epoch + int(index)
+        """Global step of the DataLoader index ``index`` of the current epoch.
+
+        DGL's DataLoader gives each worker process a contiguous share of the indices and
+        returns batches round-robin over the workers; the step is the batch's position in that
+        returned order, so that steps reach the training loop in order whatever the number of
+        workers.  With ``use_ddp=True`` every rank runs its own schedule over its share.
+        """
+        first, count = self._local_steps()
+        position = int(index) - first
+        info = torch.utils.data.get_worker_info()
+        if info is not None and info.num_workers > 1:
+            per_worker, left_over = divmod(count, info.num_workers)
+            start = per_worker * info.id + min(left_over, info.id)
+            end = start + per_worker + (info.id < left_over)
+            if not start <= position < end:
+                raise ValueError(
+                    f"worker {info.id} received step index {index} outside its share "
+                    f"[{first + start}, {first + end}): build the DataLoader with "
+                    "sampler.step_ids() as indices, batch_size=1 and shuffle=False"
+                )
+            position = (position - start) * info.num_workers + info.id
+        if not 0 <= position < count:
+            raise ValueError(
+                f"step index {index} is outside this sampler's epoch of {count} steps: use "
+                "sampler.step_ids() as the DataLoader's indices"
+            )
+        return self.epoch * count + position
 
     def is_checkpoint(self, step: int) -> bool:
         """Whether global step ``step`` is a checkpoint step."""
