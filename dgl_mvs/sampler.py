@@ -237,6 +237,17 @@ class MVSSampler(BlockSampler):
             raise ValueError(f"blocks={blocks!r} needs num_layers")
         if num_layers is not None and (not isinstance(num_layers, int) or num_layers < 1):
             raise ValueError(f"num_layers must be a positive integer, got {num_layers!r}")
+        for what, names, data in (
+            ("prefetch_node_feats", prefetch_node_feats, g.ndata),
+            ("prefetch_labels", prefetch_labels, g.ndata),
+            ("prefetch_edge_feats", prefetch_edge_feats, g.edata),
+        ):
+            missing = [name for name in names or [] if name not in data]
+            if missing:
+                raise KeyError(
+                    f"{what} names {missing}, which the graph does not have (it has "
+                    f"{list(data.keys())})"
+                )
         if edge_weight is not None and edge_weight not in g.edata:
             raise KeyError(
                 f"edge weight key {edge_weight!r} is not in g.edata (keys: "

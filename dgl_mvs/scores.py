@@ -340,7 +340,8 @@ class ScoreTable:
         values = scores.detach().to(device=self._scores.device, dtype=torch.float32)
         if values.numel() and bool((~torch.isfinite(values) | (values < 0)).any()):
             raise ValueError("scores must be finite and non-negative; got "
-                             f"{int((~torch.isfinite(values)).sum())} non-finite and "
+                             f"{int(torch.isnan(values).sum())} NaN, "
+                             f"{int(torch.isinf(values).sum())} infinite and "
                              f"{int((values < 0).sum())} negative value(s); nothing written")
         self._scores[nodes] = values
         self._written[nodes] = True

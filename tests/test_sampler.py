@@ -1,0 +1,265 @@
+"""MVSSampler inside dgl.dataloading.DataLoader: schedule, scores, workers, DDP, errors."""
+import os
+
+import dgl
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+import dgl_mvs
+from conftest import random_graph
+from test_blocks import check_contract
+
+NID = dgl.NID
+WEIGHT, STEP = dgl_mvs.keys.WEIGHT, dgl_mvs.keys.STEP
+
+
+def make_sampler(g, **kwargs):
+    options = dict(batch_size=16, num_layers=2, checkpoint_every=5, pool_ratio=0.4, seed=0)
+    options.update(kwargs)
+    return dgl_mvs.MVSSampler(g, torch.arange(200), **options)
+
+
+def node_scores(nodes):
+    """Deterministic, skewed scores: the same for every run and process."""
+    return (nodes.double() * 7919 % 101) / 10 + 0.05
+
+
+def run_epochs(g, sampler, num_epochs=2, **loader_kwargs):
+    loader = dgl.dataloading.DataLoader(g, sampler.step_ids(), sampler, **loader_kwargs)
+    batches = []
+    for epoch in range(num_epochs):
+        sampler.set_epoch(epoch)
+        for input_nodes, output_nodes, blocks in loader:
+            batches.append((input_nodes, output_nodes, blocks))
+            sampler.update_scores(blocks, node_scores(output_nodes))
+    return batches
+
+
+def test_schedule_checkpoints_and_batches(graph):
+    sampler = make_sampler(graph)
+    batches = run_epochs(graph, sampler)
+    assert sampler.steps_per_epoch == 13  # ceil(200 / 16)
+    steps = [int(b[-1].dstdata[STEP][0]) for _, _, b in batches]
+    assert steps == list(range(26))  # in order, the second epoch continuing the first
+    for step, (input_nodes, output_nodes, blocks) in zip(steps, batches):
+        check_contract(graph, input_nodes, output_nodes, blocks)
+        pool = sampler.pool(step // 5)
+        assert bool(torch.isin(output_nodes, pool).all())
+        weights = blocks[-1].dstdata[WEIGHT]
+        if step % 5 == 0:  # checkpoint: the whole pool, plain mean
+            assert torch.equal(torch.sort(output_nodes.long()).values, torch.sort(pool).values)
+            torch.testing.assert_close(weights, torch.full_like(weights, 1 / 80))
+            assert blocks[0].num_dst_nodes() > blocks[-1].num_dst_nodes()  # exact blocks
+        else:  # MVS step: exactly batch_size seeds, history blocks
+            assert output_nodes.numel() == 16
+            assert blocks[0].num_src_nodes() == blocks[-1].num_src_nodes()
+    assert sampler.pool_size == 80
+
+
+def test_frozen_probabilities_come_from_checkpoint_scores(graph):
+    sampler = make_sampler(graph)
+    run_epochs(graph, sampler, num_epochs=1)
+    interval = int(sampler._frozen_interval[0])
+    pool = sampler.pool(interval)
+    expected = dgl_mvs.mvs_probabilities(node_scores(pool), 16)
+    torch.testing.assert_close(sampler._frozen_p, expected)
+    # HT weights of a drawn step are 1 / (p_i |V_S|)
+    seeds, weights = sampler.draw_step(interval * 5 + 1)
+    position = {int(n): i for i, n in enumerate(pool)}
+    p = expected[[position[int(n)] for n in seeds]]
+    torch.testing.assert_close(weights, 1 / (p * 80))
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_high_scores_are_always_drawn(graph, num_workers):
+    """Scores written by the main process reach the draws, in workers too."""
+    sampler = make_sampler(graph, batch_size=12, pool_ratio=1.0, checkpoint_every=4)
+    hot = torch.arange(0, 200, 20)  # 10 nodes
+    loader = dgl.dataloading.DataLoader(
+        graph, sampler.step_ids(), sampler, num_workers=num_workers
+    )
+    for input_nodes, output_nodes, blocks in loader:
+        step = int(blocks[-1].dstdata[STEP][0])
+        if step % 4 != 0 and step > 4:
+            # p = 1 for the hot nodes (scores far above mu): every MVS batch has them all
+            assert bool(torch.isin(hot, output_nodes).all()), step
+        scores = torch.where(torch.isin(output_nodes, hot), 1000.0, 1.0)
+        sampler.update_scores(blocks, scores)
+
+
+@pytest.mark.parametrize("loader_kwargs", [
+    dict(num_workers=2), dict(num_workers=3, persistent_workers=True)
+])
+def test_same_seed_same_batches_with_and_without_workers(graph, loader_kwargs):
+    reference = [o for _, o, _ in run_epochs(graph, make_sampler(graph))]
+    with_workers = [o for _, o, _ in run_epochs(graph, make_sampler(graph), **loader_kwargs)]
+    assert len(reference) == len(with_workers)
+    for a, b in zip(reference, with_workers):
+        assert torch.equal(a, b)
+    other_seed = [o for _, o, _ in run_epochs(graph, make_sampler(graph, seed=1))]
+    assert any(not torch.equal(a, b) for a, b in zip(reference, other_seed))
+
+
+def test_epochs_draw_differently(graph):
+    batches = run_epochs(graph, make_sampler(graph), num_epochs=2)
+    first, second = batches[:13], batches[13:]
+    assert not all(torch.equal(a[1], b[1]) for a, b in zip(first, second))
+
+
+def test_forgetting_set_epoch_warns(graph):
+    sampler = make_sampler(graph)
+    loader = dgl.dataloading.DataLoader(graph, sampler.step_ids(), sampler)
+    with pytest.warns(RuntimeWarning, match="set_epoch"):
+        for _ in range(2):
+            for _, output_nodes, blocks in loader:
+                sampler.update_scores(blocks, node_scores(output_nodes))
+
+
+@pytest.mark.parametrize("draw", ["systematic", "poisson"])
+@pytest.mark.parametrize("probabilities", ["frozen", "step"])
+def test_weighted_sum_is_unbiased(graph, draw, probabilities):
+    """E[sum_i w_i x_i] over the draws of an interval equals the pool mean of x."""
+    sampler = make_sampler(
+        graph, checkpoint_every=100_000, draw=draw, probabilities=probabilities, batch_size=10
+    )
+    pool = sampler.pool(0)
+    sampler.scores.write(pool, node_scores(pool))
+    if probabilities == "frozen":
+        sampler._frozen_p.copy_(dgl_mvs.mvs_probabilities(node_scores(pool), 10))
+        sampler._frozen_interval[0] = 0
+    x = torch.sin(pool.double()) + 2.0  # any per-node quantity, e.g. a loss
+    position = torch.full((graph.num_nodes(),), -1, dtype=torch.int64)
+    position[pool] = torch.arange(pool.numel())
+    estimates = []
+    for step in range(1, 3001):
+        seeds, weights = sampler.draw_step(step)
+        estimates.append(float((weights * x[position[seeds]]).sum()))
+    estimates = torch.tensor(estimates, dtype=torch.float64)
+    sem = estimates.std() / len(estimates) ** 0.5
+    assert abs(float(estimates.mean()) - float(x.mean())) < 5 * float(sem)
+    assert float(estimates.std()) > 0
+
+
+def test_step_probabilities_follow_latest_scores(graph):
+    sampler = make_sampler(graph, probabilities="step", checkpoint_every=1000, batch_size=8)
+    pool = sampler.pool(0)
+    target = pool[:8]
+    sampler.scores.write(pool, torch.full((80,), 1e-3, dtype=torch.float64))
+    sampler.scores.write(target, torch.full((8,), 10.0, dtype=torch.float64))
+    seeds, _ = sampler.draw_step(1)
+    assert torch.equal(torch.sort(seeds).values, torch.sort(target).values)
+
+
+@pytest.mark.parametrize("block_sampler", [
+    dgl.dataloading.NeighborSampler([4, 4]),
+    dgl.dataloading.LaborSampler([4, 4]),
+    dgl.dataloading.MultiLayerFullNeighborSampler(2),
+])
+def test_mvs_seeds_with_stock_block_samplers(graph, block_sampler):
+    sampler = make_sampler(graph, blocks=block_sampler, num_layers=None)
+    for input_nodes, output_nodes, blocks in run_epochs(graph, sampler, num_epochs=1):
+        assert len(blocks) == 2
+        assert torch.equal(blocks[-1].dstdata[NID], output_nodes)
+        assert blocks[-1].dstdata[WEIGHT].shape == output_nodes.shape
+        assert torch.equal(blocks[0].srcdata[NID], input_nodes)
+
+
+def test_cv_sampler_runs(graph):
+    sampler = make_sampler(graph, blocks="cv", fanouts=[2, 2], num_layers=None)
+    for input_nodes, output_nodes, blocks in run_epochs(graph, sampler, num_epochs=1):
+        check_contract(graph, input_nodes, output_nodes, blocks)
+
+
+def test_prefetch_and_edge_weights(graph):
+    graph.edata["w"] = dgl_mvs.gcn_norm(graph)
+    sampler = make_sampler(
+        graph, edge_weight="w", prefetch_node_feats=["feat"], prefetch_labels=["label"]
+    )
+    loader = dgl.dataloading.DataLoader(graph, sampler.step_ids(), sampler)
+    input_nodes, output_nodes, blocks = next(iter(loader))
+    torch.testing.assert_close(blocks[0].srcdata["feat"], graph.ndata["feat"][input_nodes])
+    assert torch.equal(blocks[-1].dstdata["label"], graph.ndata["label"][output_nodes])
+    for block in blocks:
+        torch.testing.assert_close(
+            block.edata["edge_weights"], graph.edata["w"][block.edata[dgl.EID]]
+        )
+
+
+def _ddp_worker(rank, world_size, init_file, out_dir):
+    os.environ.setdefault("DGLBACKEND", "pytorch")
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size
+    )
+    g = random_graph()
+    sampler = make_sampler(g)
+    loader = dgl.dataloading.DataLoader(g, sampler.step_ids(), sampler, use_ddp=True)
+    seeds, steps = [], []
+    for _, output_nodes, blocks in loader:
+        seeds.append(output_nodes)
+        steps.append(int(blocks[-1].dstdata[STEP][0]))
+        sampler.update_scores(blocks, node_scores(output_nodes))
+    torch.save({"seeds": seeds, "steps": steps}, os.path.join(out_dir, f"rank{rank}.pt"))
+    torch.distributed.destroy_process_group()
+
+
+def test_ddp_ranks_draw_different_seeds(tmp_path):
+    mp.start_processes(
+        _ddp_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2,
+        start_method="spawn",
+    )
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    # each rank runs its own schedule over its share of the epoch's steps
+    assert ranks[0]["steps"] == ranks[1]["steps"] == list(range(7))
+    assert any(
+        not torch.equal(a, b) for a, b in zip(ranks[0]["seeds"], ranks[1]["seeds"])
+    )
+
+
+def test_errors(graph):
+    train = torch.arange(200)
+    with pytest.raises(ValueError, match="batch_size"):
+        dgl_mvs.MVSSampler(graph, train, batch_size=0, num_layers=2)
+    with pytest.raises(ValueError, match="batch_size"):
+        dgl_mvs.MVSSampler(graph, train, batch_size=201, num_layers=2)
+    with pytest.raises(ValueError, match="smaller than batch_size"):
+        dgl_mvs.MVSSampler(graph, train, batch_size=50, num_layers=2, pool_ratio=0.1)
+    with pytest.raises(ValueError, match="needs num_layers"):
+        dgl_mvs.MVSSampler(graph, train, batch_size=10)
+    with pytest.raises(ValueError, match="fanouts"):
+        dgl_mvs.MVSSampler(graph, train, batch_size=10, blocks="cv")
+    with pytest.raises(ValueError, match="blocks must be"):
+        dgl_mvs.MVSSampler(graph, train, batch_size=10, num_layers=2, blocks="magic")
+    with pytest.raises(ValueError, match="duplicate"):
+        dgl_mvs.MVSSampler(graph, torch.tensor([1, 1, 2]), batch_size=1, num_layers=2)
+    with pytest.raises(KeyError, match="prefetch_node_feats"):
+        dgl_mvs.MVSSampler(graph, train, batch_size=10, num_layers=2,
+                           prefetch_node_feats=["missing"])
+    with pytest.raises(KeyError, match="not in g.edata"):
+        dgl_mvs.MVSSampler(graph, train, batch_size=10, num_layers=2, edge_weight="nope")
+    hetero = dgl.heterograph({("a", "r", "b"): (torch.tensor([0]), torch.tensor([0]))})
+    with pytest.raises(ValueError, match="homogeneous"):
+        dgl_mvs.MVSSampler(hetero, torch.tensor([0]), batch_size=1, num_layers=2)
+
+    sampler = make_sampler(graph)
+    loader = dgl.dataloading.DataLoader(graph, sampler.step_ids(), sampler, batch_size=2)
+    with pytest.raises(ValueError, match="batch_size=1"):
+        next(iter(loader))
+    shuffled = dgl.dataloading.DataLoader(
+        graph, sampler.step_ids(), sampler, shuffle=True, num_workers=2
+    )
+    with pytest.raises(ValueError, match="shuffle=False"):
+        for _ in range(5):  # some worker receives an index outside its share
+            for _ in shuffled:
+                pass
+
+    _, output_nodes, blocks = sampler.sample(graph, torch.tensor([0]))
+    before = sampler.scores.values.clone()
+    bad = node_scores(output_nodes)
+    bad[3] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        sampler.update_scores(blocks, bad)
+    assert torch.equal(sampler.scores.values, before)  # nothing written
+    _, _, stock = dgl.dataloading.NeighborSampler([2, 2]).sample(graph, torch.arange(5))
+    with pytest.raises(ValueError, match="not produced by MVSSampler"):
+        sampler.update_scores(stock, torch.ones(5))
