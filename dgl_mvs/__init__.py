@@ -15,7 +15,8 @@ from ._stack import check_stack, stack_versions
 
 check_stack()
 
-from . import keys  # noqa: E402
+from . import data, keys, nn, training  # noqa: E402
+from .block_samplers import ControlVariateSampler, ExactSampler, HistorySampler  # noqa: E402
 from .blocks import control_variate_blocks, exact_blocks, history_blocks  # noqa: E402
 from .draws import horvitz_thompson_weights, poisson_draw, systematic_draw  # noqa: E402
 from .history import History  # noqa: E402
@@ -52,6 +53,9 @@ __all__ = [
     "exact_blocks",
     "History",
     "MVSSampler",
+    "HistorySampler",
+    "ExactSampler",
+    "ControlVariateSampler",
     "gcn_norm",
     "mean_norm",
 ]

@@ -194,19 +194,19 @@ class MVSSampler(BlockSampler):
         self.train_nids = train_nids.to(device=g.device, dtype=torch.int64)
         num_train = self.train_nids.numel()
 
-        if not isinstance(batch_size, int) or not 1 <= batch_size <= num_train:
-            raise ValueError(
-                f"batch_size must be an integer in [1, {num_train}] (the number of training "
-                f"nodes), got {batch_size!r}"
-            )
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if not 0.0 < pool_ratio <= 1.0:
             raise ValueError(f"pool_ratio (gamma) must be in (0, 1], got {pool_ratio}")
         self.pool_size = math.ceil(pool_ratio * num_train)
-        if self.pool_size < batch_size:
-            raise ValueError(
-                f"the pool (pool_ratio * |train| = {self.pool_size} nodes) is smaller than "
-                f"batch_size {batch_size}; raise pool_ratio or lower batch_size"
+        if batch_size > self.pool_size:
+            # Every pool node is then drawn with probability 1: a full-pool batch.
+            warnings.warn(
+                f"batch_size {batch_size} exceeds the pool of {self.pool_size} nodes "
+                f"(pool_ratio * |train|); every step takes the whole pool",
+                RuntimeWarning, stacklevel=2,
             )
+            batch_size = self.pool_size
         if not isinstance(checkpoint_every, int) or checkpoint_every < 1:
             raise ValueError(f"checkpoint_every (K) must be a positive integer, got {checkpoint_every!r}")
         if probabilities not in ("frozen", "step"):

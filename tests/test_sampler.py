@@ -221,9 +221,10 @@ def test_errors(graph):
     with pytest.raises(ValueError, match="batch_size"):
         dgl_mvs.MVSSampler(graph, train, batch_size=0, num_layers=2)
     with pytest.raises(ValueError, match="batch_size"):
-        dgl_mvs.MVSSampler(graph, train, batch_size=201, num_layers=2)
-    with pytest.raises(ValueError, match="smaller than batch_size"):
-        dgl_mvs.MVSSampler(graph, train, batch_size=50, num_layers=2, pool_ratio=0.1)
+        dgl_mvs.MVSSampler(graph, train, batch_size=2.5, num_layers=2)
+    with pytest.warns(RuntimeWarning, match="whole pool"):
+        big = dgl_mvs.MVSSampler(graph, train, batch_size=50, num_layers=2, pool_ratio=0.1)
+    assert big.batch_size == big.pool_size == 20
     with pytest.raises(ValueError, match="needs num_layers"):
         dgl_mvs.MVSSampler(graph, train, batch_size=10)
     with pytest.raises(ValueError, match="fanouts"):
