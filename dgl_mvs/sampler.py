@@ -278,9 +278,12 @@ class MVSSampler(BlockSampler):
         self.scores = ScoreTable(g, key=keys.SCORE)
         # State that worker processes must see change: shared memory (CPU graphs).
         self._epoch = torch.zeros(1, dtype=torch.int64)
+        # First step index of the current epoch's list: non-zero only when resuming mid-epoch.
+        self._start = torch.zeros(1, dtype=torch.int64)
+        self._resume_epoch = -1
         self._frozen_interval = torch.full((1,), -1, dtype=torch.int64)
         self._frozen_p = torch.zeros(self.pool_size, dtype=torch.float64)
-        for shared in (self._epoch, self._frozen_interval, self._frozen_p):
+        for shared in (self._epoch, self._start, self._frozen_interval, self._frozen_p):
             shared.share_memory_()
         self._pool_cache: tuple[int, Tensor] | None = None
         self._warned: set[str] = set()
@@ -288,11 +291,23 @@ class MVSSampler(BlockSampler):
 
     # ------------------------------------------------------------------ schedule
     def step_ids(self) -> Tensor:
-        """Indices for ``dgl.dataloading.DataLoader``: the step numbers of one epoch."""
-        return torch.arange(self.steps_per_epoch, device=self.train_nids.device)
+        """Indices for ``dgl.dataloading.DataLoader``: the step numbers of one epoch.
+
+        After :meth:`load_state_dict` of a state saved mid-epoch, the remaining steps of that
+        epoch only: build the DataLoader of the resumed epoch after loading.
+        """
+        start = int(self._start[0])
+        return torch.arange(start, self.steps_per_epoch, device=self.train_nids.device)
 
     def set_epoch(self, epoch: int) -> None:
-        """Set the epoch; visible to (persistent) worker processes."""
+        """Set the epoch; visible to (persistent) worker processes.
+
+        Setting the epoch that a loaded state stopped in keeps its resume point; any other
+        epoch starts at its first step.
+        """
+        if int(epoch) != self._resume_epoch:
+            self._start[0] = 0
+            self._resume_epoch = -1
         self._epoch[0] = int(epoch)
 
     @property
@@ -316,20 +331,22 @@ class MVSSampler(BlockSampler):
         workers.  With ``use_ddp=True`` every rank runs its own schedule over its share.
         """
         first, count = self._local_steps()
-        position = int(index) - first
+        start = int(self._start[0])
+        position = int(index) - first - start
         info = torch.utils.data.get_worker_info()
         if info is not None and info.num_workers > 1:
-            per_worker, left_over = divmod(count, info.num_workers)
-            start = per_worker * info.id + min(left_over, info.id)
-            end = start + per_worker + (info.id < left_over)
-            if not start <= position < end:
+            per_worker, left_over = divmod(count - start, info.num_workers)
+            begin = per_worker * info.id + min(left_over, info.id)
+            end = begin + per_worker + (info.id < left_over)
+            if not begin <= position < end:
                 raise ValueError(
-                    f"worker {info.id} received step index {index} outside its share "
-                    f"[{first + start}, {first + end}): build the DataLoader with "
-                    "sampler.step_ids() as indices, batch_size=1 and shuffle=False"
+                    f"worker {info.id} received step index {index} outside its share: build "
+                    "the DataLoader with sampler.step_ids() as indices, batch_size=1 and "
+                    "shuffle=False"
                 )
-            position = (position - start) * info.num_workers + info.id
-        if not 0 <= position < count:
+            position = (position - begin) * info.num_workers + info.id
+        position += start
+        if not start <= position < count:
             raise ValueError(
                 f"step index {index} is outside this sampler's epoch of {count} steps: use "
                 "sampler.step_ids() as the DataLoader's indices"
@@ -494,6 +511,7 @@ class MVSSampler(BlockSampler):
             "config": self._config(),
             "scores": self.scores.state_dict(),
             "epoch": self.epoch,
+            "next_step": self._last_updated_step + 1,
             "frozen_interval": int(self._frozen_interval[0]),
             "frozen_p": self._frozen_p.clone(),
             "last_updated_step": self._last_updated_step,
@@ -531,7 +549,11 @@ class MVSSampler(BlockSampler):
             }
             raise ValueError(f"sampler state has a different configuration (saved, now): {diff}")
         self.scores.load_state_dict(state["scores"])
-        self._epoch[0] = state["epoch"]
+        # Resume at the step after the last one whose scores were written.
+        epoch, start = divmod(int(state["next_step"]), self._local_steps()[1])
+        self._epoch[0] = epoch
+        self._start[0] = start
+        self._resume_epoch = epoch if start > 0 else -1
         self._frozen_p.copy_(state["frozen_p"])
         self._frozen_interval[0] = state["frozen_interval"]
         self._last_updated_step = state["last_updated_step"]
