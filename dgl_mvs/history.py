@@ -292,17 +292,19 @@ class History:
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
-        """Histories, last-write records and the clock, for ``torch.save``."""
+        """Histories, last-write records and the clock, for ``torch.save`` (CPU copies)."""
         state = {"widths": list(self.widths), "num_nodes": self.g.num_nodes(), "clock": self.clock}
         for layer in range(1, self.num_layers):
-            state[keys.history_key(layer)] = self._table(layer).clone()
+            state[keys.history_key(layer)] = self._table(layer).detach().to("cpu", copy=True)
             state[keys.history_step_key(layer)] = self.g.ndata[
                 keys.history_step_key(layer)
-            ].clone()
+            ].to("cpu", copy=True)
         return state
 
-    def load_state_dict(self, state: dict) -> None:
-        """Restore :meth:`state_dict`; refuses a mismatched graph or widths, changing nothing."""
+    def _check_state_dict(self, state: dict) -> None:
+        """Raise ValueError naming what differs if ``state`` does not fit (nothing changes)."""
+        if not isinstance(state, dict):
+            raise ValueError(f"history state must be a dict, got {type(state).__name__}")
         if state.get("num_nodes") != self.g.num_nodes():
             raise ValueError(
                 f"history state is for {state.get('num_nodes')} nodes, graph has "
@@ -313,6 +315,34 @@ class History:
                 f"history state has layer widths {state.get('widths')}, this history has "
                 f"{self.widths}"
             )
+        if "clock" not in state:
+            raise ValueError("history state is missing 'clock'")
+        n = self.g.num_nodes()
+        for layer in range(1, self.num_layers):
+            key, step_key = keys.history_key(layer), keys.history_step_key(layer)
+            table, steps = state.get(key), state.get(step_key)
+            if not torch.is_tensor(table) or not torch.is_tensor(steps):
+                raise ValueError(f"history state is missing {key!r} or {step_key!r}")
+            live = self._table(layer)
+            if tuple(table.shape) != tuple(live.shape) or tuple(steps.shape) != (n,):
+                raise ValueError(
+                    f"history state of layer {layer} has shape {tuple(table.shape)} (last "
+                    f"writes {tuple(steps.shape)}), this history has {tuple(live.shape)}"
+                )
+            if table.dtype != live.dtype:
+                raise ValueError(
+                    f"history state of layer {layer} has dtype {table.dtype}, this history "
+                    f"stores {live.dtype}"
+                )
+            if steps.is_floating_point() or steps.dtype == torch.bool:
+                raise ValueError(f"history state's {step_key!r} must be integer steps")
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`; refuses a mismatched graph or widths, changing nothing.
+
+        Values are copied into the existing ``g.ndata`` tensors, on the graph's device.
+        """
+        self._check_state_dict(state)
         for layer in range(1, self.num_layers):
             self._table(layer).copy_(state[keys.history_key(layer)])
             self.g.ndata[keys.history_step_key(layer)].copy_(state[keys.history_step_key(layer)])

@@ -504,16 +504,23 @@ class MVSSampler(BlockSampler):
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
-        """Scores, epoch, frozen probabilities and configuration, for ``torch.save``."""
+        """Everything needed to resume the schedule exactly, for ``torch.save``.
+
+        The score table (scores and written mask), the resume point (the step after the last
+        one whose scores were written), the frozen probabilities of the current interval and
+        the configuration, which :meth:`load_state_dict` checks.  The draws themselves need no
+        generator state: every pool and batch is drawn from a generator seeded with
+        ``(seed, rank, step)``.  Tensors are copies on the CPU.
+        """
         return {
             "num_nodes": self.scores.values.numel(),
-            "train_nids": self.train_nids.clone(),
+            "train_nids": self.train_nids.detach().to("cpu", copy=True),
             "config": self._config(),
             "scores": self.scores.state_dict(),
             "epoch": self.epoch,
             "next_step": self._last_updated_step + 1,
             "frozen_interval": int(self._frozen_interval[0]),
-            "frozen_p": self._frozen_p.clone(),
+            "frozen_p": self._frozen_p.detach().to("cpu", copy=True),
             "last_updated_step": self._last_updated_step,
         }
 
@@ -528,26 +535,69 @@ class MVSSampler(BlockSampler):
             "probabilities": self.probabilities,
             "draw": self.draw,
             "uniform_mix": self.uniform_mix,
+            "edge_weight": self.edge_weight,
             "steps_per_epoch": self.steps_per_epoch,
             "seed": self.seed,
+            "rank": self.rank,
+            "world_size": self.world_size,
         }
 
-    def load_state_dict(self, state: dict) -> None:
-        """Restore :meth:`state_dict`; a mismatch raises ValueError and changes nothing."""
-        if state.get("num_nodes") != self.scores.values.numel():
+    def _check_state_dict(self, state: dict) -> None:
+        """Raise ValueError naming what differs if ``state`` does not fit this sampler."""
+        if not isinstance(state, dict):
+            raise ValueError(f"sampler state must be a dict, got {type(state).__name__}")
+        missing = [
+            key for key in ("num_nodes", "train_nids", "config", "scores", "next_step",
+                            "frozen_interval", "frozen_p", "last_updated_step")
+            if key not in state
+        ]
+        if missing:
+            raise ValueError(f"sampler state is missing {missing}")
+        if state["num_nodes"] != self.scores.values.numel():
             raise ValueError(
-                f"sampler state is for a graph of {state.get('num_nodes')} nodes, this graph "
+                f"sampler state is for a graph of {state['num_nodes']} nodes, this graph "
                 f"has {self.scores.values.numel()}"
             )
-        if not torch.equal(state["train_nids"].cpu(), self.train_nids.cpu()):
-            raise ValueError("sampler state was saved with different train_nids")
-        if state["config"] != self._config():
+        saved_nids = torch.as_tensor(state["train_nids"]).cpu()
+        nids = self.train_nids.cpu()
+        if saved_nids.shape != nids.shape:
+            raise ValueError(
+                f"sampler state was saved with different train_nids ({saved_nids.numel()} "
+                f"nodes saved, {nids.numel()} now)"
+            )
+        if not torch.equal(saved_nids, nids):
+            raise ValueError(
+                "sampler state was saved with different train_nids (same count, other nodes "
+                "or another order)"
+            )
+        config = self._config()
+        if state["config"] != config:
+            saved = state["config"]
             diff = {
-                k: (v, self._config().get(k))
-                for k, v in state["config"].items()
-                if self._config().get(k) != v
+                key: (saved.get(key, "<absent>"), config.get(key, "<absent>"))
+                for key in sorted(set(saved) | set(config))
+                if saved.get(key, "<absent>") != config.get(key, "<absent>")
             }
             raise ValueError(f"sampler state has a different configuration (saved, now): {diff}")
+        frozen_p = state["frozen_p"]
+        if not torch.is_tensor(frozen_p) or tuple(frozen_p.shape) != tuple(self._frozen_p.shape):
+            raise ValueError(
+                f"sampler state's frozen probabilities have shape "
+                f"{tuple(getattr(frozen_p, 'shape', ()))}, expected {tuple(self._frozen_p.shape)}"
+            )
+        if int(state["next_step"]) < 0:
+            raise ValueError(f"sampler state has a negative next step {state['next_step']}")
+        self.scores._check_state_dict(state["scores"])
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`; a mismatch raises ValueError and changes nothing.
+
+        The sampler resumes at the step after the last one whose scores were written: after
+        loading, :attr:`epoch` is that step's epoch, and :meth:`step_ids` (after
+        ``set_epoch(sampler.epoch)``, which keeps the resume point) gives the remaining steps
+        of that epoch.  Build the resumed epoch's DataLoader after loading.
+        """
+        self._check_state_dict(state)
         self.scores.load_state_dict(state["scores"])
         # Resume at the step after the last one whose scores were written.
         epoch, start = divmod(int(state["next_step"]), self._local_steps()[1])
@@ -555,6 +605,6 @@ class MVSSampler(BlockSampler):
         self._start[0] = start
         self._resume_epoch = epoch if start > 0 else -1
         self._frozen_p.copy_(state["frozen_p"])
-        self._frozen_interval[0] = state["frozen_interval"]
-        self._last_updated_step = state["last_updated_step"]
+        self._frozen_interval[0] = int(state["frozen_interval"])
+        self._last_updated_step = int(state["last_updated_step"])
         self._pool_cache = None

@@ -356,8 +356,10 @@ class ScoreTable:
             "written": self._written.cpu().clone(),
         }
 
-    def load_state_dict(self, state: dict) -> None:
-        """Restore a :meth:`state_dict` in place (the shared tensors stay shared)."""
+    def _check_state_dict(self, state: dict) -> None:
+        """Raise ValueError if ``state`` does not fit this table (nothing is changed)."""
+        if not isinstance(state, dict):
+            raise ValueError(f"score state must be a dict, got {type(state).__name__}")
         for field in ("num_nodes", "scores", "written"):
             if field not in state:
                 raise ValueError(f"state is missing {field!r}")
@@ -365,11 +367,28 @@ class ScoreTable:
             raise ValueError(f"state has {state['num_nodes']} nodes, the table has "
                              f"{self.num_nodes}")
         scores, written = state["scores"], state["written"]
-        if tuple(scores.shape) != (self.num_nodes,) or tuple(written.shape) != (self.num_nodes,):
-            raise ValueError("state's scores and written must have shape "
+        if not torch.is_tensor(scores) or not torch.is_tensor(written) \
+                or tuple(scores.shape) != (self.num_nodes,) \
+                or tuple(written.shape) != (self.num_nodes,):
+            raise ValueError("state's scores and written must be tensors of shape "
                              f"({self.num_nodes},)")
-        self._scores.copy_(scores)
-        self._written.copy_(written.bool())
+        if not scores.is_floating_point():
+            raise ValueError(f"state's scores must be floating point, got {scores.dtype}")
+        if "initial" in state:
+            initial = state["initial"]
+            if isinstance(initial, bool) or not isinstance(initial, numbers.Real) \
+                    or not math.isfinite(initial) or initial <= 0:
+                raise ValueError(f"state's initial must be a positive finite number, "
+                                 f"got {initial!r}")
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a :meth:`state_dict` in place (the shared tensors stay shared).
+
+        A state that does not fit (node count, shapes) raises ValueError and changes nothing.
+        """
+        self._check_state_dict(state)
+        self._scores.copy_(state["scores"])
+        self._written.copy_(state["written"].bool())
         if "initial" in state:
             self.initial = float(state["initial"])
 
