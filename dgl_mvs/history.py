@@ -82,6 +82,7 @@ class History:
         self.clock = 0
         self._stop_layer: int | None = None
         self._handles: list = []
+        self._layers: list[nn.Module] = []
         for layer, width in enumerate(widths, start=1):
             key, step_key = keys.history_key(layer), keys.history_step_key(layer)
             existing = g.ndata.get(key) if key in g.ndata else None
@@ -182,6 +183,7 @@ class History:
                 f"{len(layers)} layers were given"
             )
         self.detach()
+        self._layers = list(layers)
         for index, module in enumerate(layers):
             if hasattr(module, "_allow_zero_in_degree"):
                 module._allow_zero_in_degree = True
@@ -195,6 +197,7 @@ class History:
         for handle in self._handles:
             handle.remove()
         self._handles = []
+        self._layers = []
 
     def _make_hook(self, layer: int) -> Callable:
         def hook(module, args, kwargs):
@@ -213,7 +216,7 @@ class History:
     @torch.no_grad()
     def refresh(
         self,
-        model: nn.Module,
+        model: Callable,
         features: Tensor | str = "feat",
         nodes: Tensor | None = None,
         *,
@@ -234,7 +237,7 @@ class History:
 
         Parameters
         ----------
-        model : nn.Module
+        model : nn.Module or callable
             Called as ``model(blocks, x)``; its layers must be attached to this history.
         features : Tensor or str
             Input features for all nodes, or the ``g.ndata`` key holding them.
@@ -256,13 +259,16 @@ class History:
             if features not in g.ndata:
                 raise KeyError(f"feature key {features!r} is not in g.ndata")
             features = g.ndata[features]
+        # A plain function is fine too: the attached layers carry the parameters and modes.
+        modules = [model] if isinstance(model, nn.Module) else self._layers
         if device is None:
-            param = next(model.parameters(), None)
+            param = next((p for m in modules for p in m.parameters()), None)
             device = param.device if param is not None else torch.device("cpu")
         all_nodes = torch.arange(g.num_nodes(), device=g.device, dtype=g.idtype)
         targets = all_nodes if nodes is None else nodes.to(g.device, g.idtype)
-        was_training = model.training
-        model.eval()
+        modes = [m.training for m in modules]
+        for m in modules:
+            m.eval()
         outputs = []
         try:
             for stop in list(range(1, self.num_layers)) + [None]:
@@ -287,7 +293,8 @@ class History:
                     outputs.append(out)
         finally:
             self._stop_layer = None
-            model.train(was_training)
+            for m, mode in zip(modules, modes):
+                m.train(mode)
         return torch.cat(outputs) if outputs else torch.empty(0)
 
     # ------------------------------------------------------------------ state

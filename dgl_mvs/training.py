@@ -6,7 +6,7 @@ sampler, layer-wise full-graph evaluation, and early stopping on validation.
 from __future__ import annotations
 
 import copy
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -76,7 +76,7 @@ def metric(logits: Tensor, labels: Tensor, multilabel: bool = False) -> float:
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module,
+    model: Callable,
     history: History,
     masks: Mapping[str, Tensor],
     *,
@@ -94,7 +94,7 @@ def evaluate(
 
     Parameters
     ----------
-    model : nn.Module
+    model : nn.Module or callable
         ``model(blocks, x)``, its layers attached to ``history``.
     history : History
         The history of the graph (any model can use one for evaluation).
