@@ -20,7 +20,7 @@ import numbers
 
 import torch
 
-__all__ = ["poisson_draw", "systematic_draw", "horvitz_thompson_weights"]
+__all__ = ["poisson_draw", "systematic_draw", "SystematicDraws", "horvitz_thompson_weights"]
 
 # |sum p - round(sum p)| below this (relative to sum p) counts as an integer batch size:
 # probabilities stored in float32 lose about 1e-7 of their sum.
@@ -122,39 +122,103 @@ def systematic_draw(probs: torch.Tensor,
     >>> len(idx), bool((idx == 3).any())
     (3, True)
     """
-    _check_probs(probs)
-    device = _rng_device(generator, probs)
-    work = torch.float32 if probs.device.type == "mps" else torch.float64
-    n = probs.numel()
-    if n == 0:
-        return torch.zeros(0, dtype=torch.long, device=probs.device)
-    perm = torch.randperm(n, generator=generator, device=device).to(probs.device)
-    q = probs[perm].to(work)
-    # p = 1 positions are taken directly; their units get length 0, which no point can hit.
-    sure = q >= 1.0
-    certain_idx = perm[sure]
-    q.masked_fill_(sure, 0.0)
-    total = float(q.sum())
-    if total <= 0:
-        return torch.sort(certain_idx).values
-    target = round(total)
-    snapped = target > 0 and abs(total - target) <= _INTEGER_TOL * max(1.0, total)
-    if snapped:
-        # An integer size: rescale by at most 1e-5 relative, keeping every unit shorter than 1.
-        q.mul_(target / total).clamp_(max=math.nextafter(1.0, 0.0))
-    cum = q.cumsum(0)
-    u = torch.rand(1, generator=generator, device=device, dtype=work).to(probs.device)
-    if snapped:  # exactly `target` points u, u+1, ..., u+target-1
-        points = u + torch.arange(target, dtype=work, device=probs.device)
-        # Rounding may leave the line a hair short of `target`: keep points on the line (the
-        # last positive unit), never past it onto a zero-length unit.
-        points = torch.minimum(points, torch.nextafter(cum[-1:], cum.new_zeros(1)))
-    else:  # floor or ceil of the total, whichever of u + j fall on the line
-        points = u + torch.arange(math.ceil(total), dtype=work, device=probs.device)
-        points = points[points < cum[-1]]
-    # Unit i covers [cum[i-1], cum[i]); the point x falls in the unit #{j : cum[j] <= x}.
-    hit = torch.searchsorted(cum, points, right=True)
-    return torch.sort(torch.cat([certain_idx, perm[hit]])).values
+    return SystematicDraws(probs, generator, num_chunks=1).draw(generator)
+
+
+class SystematicDraws:
+    """Repeated systematic draws from fixed probabilities, ``O(num_chunks + B log n)`` each.
+
+    :func:`systematic_draw` shuffles all ``n`` positions for every draw.  When the same
+    probabilities serve many draws (MVS freezes them between checkpoints), this class shuffles
+    once, cuts that order into ``num_chunks`` contiguous chunks, and per draw only permutes the
+    chunks before laying the units end to end.  Every position keeps inclusion probability
+    exactly ``p_i`` (whatever the arrangement, a unit of length ``p_i <= 1`` meets one of the
+    points ``u, u + 1, ...`` with probability ``p_i``); the chunk permutation varies which
+    positions are drawn together from one draw to the next, and positions inside a chunk keep
+    their relative order until the probabilities change.
+
+    Parameters
+    ----------
+    probs : Tensor
+        1-D floating tensor of inclusion probabilities in ``(0, 1]``.
+    generator : torch.Generator, optional
+        Source of the initial shuffle (on its own device).
+    num_chunks : int, default 4096
+        Chunks permuted per draw; 1 gives one shuffle for all draws.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from dgl_mvs.draws import SystematicDraws
+    >>> gen = torch.Generator().manual_seed(0)
+    >>> draws = SystematicDraws(torch.full((1000,), 0.032), gen)
+    >>> [len(draws.draw(gen)) for _ in range(3)]
+    [32, 32, 32]
+    """
+
+    def __init__(self, probs: torch.Tensor, generator: torch.Generator | None = None,
+                 num_chunks: int = 4096):
+        _check_probs(probs)
+        if num_chunks < 1:
+            raise ValueError(f"num_chunks must be positive, got {num_chunks}")
+        self.device = probs.device
+        self.work = torch.float32 if probs.device.type == "mps" else torch.float64
+        n = probs.numel()
+        rng_device = _rng_device(generator, probs)
+        self.order = torch.randperm(n, generator=generator, device=rng_device).to(self.device)
+        q = probs[self.order].to(self.work)
+        # p = 1 positions are taken directly; their units get length 0, which no point can hit.
+        sure = q >= 1.0
+        self.certain = self.order[sure]
+        q.masked_fill_(sure, 0.0)
+        self.total = float(q.sum()) if n else 0.0
+        self.target = round(self.total)
+        self.snapped = self.target > 0 and (
+            abs(self.total - self.target) <= _INTEGER_TOL * max(1.0, self.total)
+        )
+        if self.snapped:
+            # An integer size: rescale by at most 1e-5 relative, every unit shorter than 1.
+            q.mul_(self.target / self.total).clamp_(max=math.nextafter(1.0, 0.0))
+        self.cum = q.cumsum(0)
+        chunks = max(1, min(num_chunks, n))
+        bounds = torch.div(torch.arange(chunks + 1, device=self.device) * n, chunks,
+                           rounding_mode="floor")
+        self.chunk_first = bounds[:-1]
+        self.chunk_last = bounds[1:] - 1
+        upto = torch.cat([self.cum.new_zeros(1), self.cum])
+        self.chunk_before = upto[self.chunk_first]
+        self.chunk_mass = upto[bounds[1:]] - self.chunk_before
+
+    def draw(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Sorted positions of one systematic draw (see :func:`systematic_draw`)."""
+        if self.total <= 0:
+            return torch.sort(self.certain).values
+        rng_device = self.device if generator is None else generator.device
+        chunks = self.chunk_mass.numel()
+        if chunks > 1:
+            shuffle = torch.randperm(chunks, generator=generator, device=rng_device)
+            shuffle = shuffle.to(self.device)
+        else:
+            shuffle = torch.zeros(1, dtype=torch.long, device=self.device)
+        mass = self.chunk_mass[shuffle]
+        ends = mass.cumsum(0)
+        u = torch.rand(1, generator=generator, device=rng_device, dtype=self.work)
+        u = u.to(self.device)
+        if self.snapped:  # exactly `target` points u, u+1, ..., u+target-1
+            points = u + torch.arange(self.target, dtype=self.work, device=self.device)
+            # Rounding may leave the line a hair short: keep points on it.
+            points = torch.minimum(points, torch.nextafter(ends[-1:], ends.new_zeros(1)))
+        else:  # floor or ceil of the total, whichever of u + j fall on the line
+            points = u + torch.arange(math.ceil(self.total), dtype=self.work,
+                                      device=self.device)
+            points = points[points < ends[-1]]
+        # Which shuffled chunk each point falls in, then where inside that chunk's units.
+        slot = torch.searchsorted(ends, points, right=True).clamp_(max=chunks - 1)
+        chunk = shuffle[slot]
+        offset = points - (ends[slot] - mass[slot])
+        hit = torch.searchsorted(self.cum, self.chunk_before[chunk] + offset, right=True)
+        hit = torch.minimum(torch.maximum(hit, self.chunk_first[chunk]), self.chunk_last[chunk])
+        return torch.sort(torch.cat([self.certain, self.order[hit]])).values
 
 
 def horvitz_thompson_weights(probs_of_drawn: torch.Tensor, pool_size: int) -> torch.Tensor:

@@ -175,3 +175,38 @@ def test_systematic_certain_units_among_fractional_ones():
 def test_empty_pool_gives_empty_batch(scheme):
     idx = DRAWS[scheme](torch.zeros(0), generator=torch.Generator().manual_seed(0))
     assert idx.numel() == 0 and idx.dtype == torch.long
+
+
+# ---------------------------------------------------------------- prepared systematic draws
+
+def test_prepared_systematic_draws_have_exact_size_and_marginals():
+    """Chunk-permuted draws from frozen p keep inclusion probabilities exactly p."""
+    from dgl_mvs.draws import SystematicDraws
+
+    gen = torch.Generator().manual_seed(3)
+    scores = torch.rand(40, generator=gen, dtype=torch.float64) ** 2 + 0.01
+    scores[:3] = 5.0  # clipped to p = 1
+    probs = mvs_probabilities(scores, 8)
+    draws = SystematicDraws(probs, gen, num_chunks=6)
+    trials = 20_000
+    counts = torch.zeros(40, dtype=torch.float64)
+    for _ in range(trials):
+        idx = draws.draw(gen)
+        assert idx.numel() == 8 and torch.unique(idx).numel() == 8
+        counts[idx] += 1
+    freq = counts / trials
+    sigma = (probs * (1 - probs) / trials).sqrt().clamp(min=1e-12)
+    z = (freq - probs) / sigma
+    assert bool((freq[:3] == 1).all())
+    assert z[3:].abs().max() < 5, z.abs().max()
+
+
+def test_prepared_draws_vary_between_draws():
+    from dgl_mvs.draws import SystematicDraws
+
+    gen = torch.Generator().manual_seed(0)
+    draws = SystematicDraws(torch.full((5000,), 0.01, dtype=torch.float64), gen)
+    a, b = draws.draw(gen), draws.draw(gen)
+    assert a.numel() == b.numel() == 50 and not torch.equal(a, b)
+    with pytest.raises(ValueError, match="num_chunks"):
+        SystematicDraws(torch.full((10,), 0.5), gen, num_chunks=0)
