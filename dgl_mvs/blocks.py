@@ -185,23 +185,25 @@ def exact_blocks(
 
 
 def _sample_per_destination(
-    dst: Tensor, fanout: int, generator: torch.Generator | None
+    dst: Tensor, num_dst: int, fanout: int, generator: torch.Generator | None
 ) -> Tensor:
     """Mark, for each destination, ``fanout`` of its edges uniformly without replacement.
 
-    Edges get random keys; sorting by (destination, key) and keeping the first ``fanout`` of
-    each destination's run is a uniform draw without replacement, vectorised over all edges.
+    Every edge gets a random key; each of ``fanout`` rounds marks, per destination, the edge
+    with the smallest key not yet marked (a scatter-min over the edges).  Keeping the
+    ``fanout`` smallest keys is a uniform draw without replacement, in ``O(fanout * E)``.
     """
     num_edges = dst.numel()
+    picked = torch.zeros(num_edges, dtype=torch.bool, device=dst.device)
     if fanout < 0:
-        return torch.ones(num_edges, dtype=torch.bool, device=dst.device)
+        return picked.fill_(True)
     keys_ = torch.rand(num_edges, generator=generator, dtype=torch.float64).to(dst.device)
-    order = torch.argsort(dst.double() + keys_)
-    sorted_dst = dst[order]
-    first = torch.searchsorted(sorted_dst, sorted_dst)
-    rank = torch.arange(num_edges, device=dst.device) - first
-    picked = torch.empty(num_edges, dtype=torch.bool, device=dst.device)
-    picked[order] = rank < fanout
+    done = 2.0  # above every key: marks edges already picked
+    for _ in range(fanout):
+        remaining = keys_.masked_fill(picked, done)
+        smallest = torch.full((num_dst,), done, dtype=torch.float64, device=dst.device)
+        smallest.scatter_reduce_(0, dst, remaining, reduce="amin")
+        picked |= (remaining == smallest[dst]) & (remaining < done)
     return picked
 
 
@@ -257,38 +259,40 @@ def control_variate_blocks(
     _check_layers(len(fanouts))
     blocks: list = []
     dst_nodes, fresh_dst = seeds, seeds
+    # Positions of the fresh destinations among the destinations (all of them at the top).
+    fresh_dst_pos = torch.arange(seeds.numel(), device=g.device)
     for layer in reversed(range(len(fanouts))):
         frontier = dgl.in_subgraph(g, fresh_dst)
         block = dgl.to_block(frontier, dst_nodes)
         eids = frontier.edata[EID]
         block.edata[EID] = eids
-        src_global, dst_global = frontier.edges()
-        dst_long = dst_global.long()
-        # The frontier holds every in-edge of the fresh destinations: full degrees.
-        degree = g.in_degrees(dst_global).to(torch.float32)
-        picked = _sample_per_destination(dst_long, fanouts[layer], generator)
-        if fanouts[layer] < 0:
-            sampled_count = degree
-        else:
-            sampled_count = degree.clamp(max=float(fanouts[layer]))
+        src_local, dst_local = block.edges()
+        dst_local = dst_local.long()
+        # Every in-edge of a fresh destination is in the block: block degrees are full degrees.
+        degree = block.in_degrees().to(torch.float32)[dst_local]
+        picked = _sample_per_destination(
+            dst_local, block.num_dst_nodes(), fanouts[layer], generator
+        )
+        sampled_count = degree if fanouts[layer] < 0 else degree.clamp(max=float(fanouts[layer]))
         base = edge_weights_of(g, edge_weight, eids)
-        if base is None:
-            base = 1.0 / degree
-        base = base.to(torch.float32)
+        base = (1.0 / degree) if base is None else base.to(torch.float32)
         block.edata[keys.HISTORY_WEIGHTS] = base
         block.edata[keys.SAMPLED] = picked
         block.edata[keys.EDGE_WEIGHTS] = torch.where(
             picked, base * degree / sampled_count, torch.zeros_like(base)
         )
-        src_nodes = block.srcdata[NID]
-        if layer == 0:
-            fresh_src = torch.ones(src_nodes.numel(), dtype=torch.bool, device=g.device)
-        else:
-            needed = torch.cat([fresh_dst, src_global[picked]])
-            fresh_src = torch.isin(src_nodes, needed)
+        num_src = block.num_src_nodes()
+        if layer == 0:  # raw features: every input is exact
+            fresh_src = torch.ones(num_src, dtype=torch.bool, device=g.device)
+        else:  # the fresh destinations themselves and their sampled neighbours
+            fresh_src = torch.zeros(num_src, dtype=torch.bool, device=g.device)
+            fresh_src[fresh_dst_pos] = True
+            fresh_src[src_local[picked].long()] = True
         block.srcdata[keys.FRESH] = fresh_src
         blocks.insert(0, block)
-        dst_nodes, fresh_dst = src_nodes, src_nodes[fresh_src]
+        dst_nodes = block.srcdata[NID]
+        fresh_dst_pos = torch.nonzero(fresh_src).squeeze(1)
+        fresh_dst = dst_nodes[fresh_dst_pos]
     return dst_nodes, seeds, blocks
 
 
