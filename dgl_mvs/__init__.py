@@ -19,6 +19,7 @@ from . import data, keys, nn, training  # noqa: E402
 from .block_samplers import ControlVariateSampler, ExactSampler, HistorySampler  # noqa: E402
 from .blocks import control_variate_blocks, exact_blocks, history_blocks  # noqa: E402
 from .draws import horvitz_thompson_weights, poisson_draw, systematic_draw  # noqa: E402
+from .checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from .history import History  # noqa: E402
 from .normalization import gcn_norm, mean_norm  # noqa: E402
 from .probabilities import mvs_probabilities  # noqa: E402
@@ -56,6 +57,8 @@ __all__ = [
     "HistorySampler",
     "ExactSampler",
     "ControlVariateSampler",
+    "save_checkpoint",
+    "load_checkpoint",
     "gcn_norm",
     "mean_norm",
 ]

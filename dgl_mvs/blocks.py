@@ -71,12 +71,43 @@ def edge_weights_of(g: DGLGraph, key: str | None, eids: Tensor) -> Tensor | None
     return weights[eids.long()]
 
 
+def _in_edge_block(
+    g: DGLGraph, dst_nodes: Tensor, with_edges: Tensor | None = None
+) -> dgl.DGLGraph:
+    """Block over ``dst_nodes`` holding every in-edge of ``dst_nodes[with_edges]`` (all: None).
+
+    Sources are the destinations followed by the other in-neighbours in ascending ID order.
+    (``dgl.to_block`` orders those by thread scheduling on CPU, so the same batch could give
+    differently ordered blocks and float sums from run to run; a seed must mean one run.)
+    """
+    num_dst = dst_nodes.numel()
+    if with_edges is None:
+        with_edges = torch.arange(num_dst, device=dst_nodes.device)
+    targets = dst_nodes[with_edges]
+    src, _, eids = g.in_edges(targets, form="all")
+    # in_edges lists the in-edges of each target in turn, in the order of `targets`.
+    dst_local = torch.repeat_interleave(with_edges, g.in_degrees(targets).long())
+    unique_src, inverse = torch.unique(src, return_inverse=True)
+    dst_sorted, dst_order = torch.sort(dst_nodes)
+    at = torch.searchsorted(dst_sorted, unique_src).clamp_(max=num_dst - 1)
+    is_dst = dst_sorted[at] == unique_src
+    extra = unique_src[~is_dst]
+    position = torch.empty_like(at)
+    position[is_dst] = dst_order[at[is_dst]]
+    position[~is_dst] = num_dst + torch.arange(extra.numel(), device=at.device)
+    block = dgl.create_block(
+        (position[inverse], dst_local), num_src_nodes=num_dst + extra.numel(),
+        num_dst_nodes=num_dst, idtype=g.idtype, device=g.device,
+    )
+    block.srcdata[NID] = torch.cat([dst_nodes, extra.to(dst_nodes.dtype)])
+    block.dstdata[NID] = dst_nodes
+    block.edata[EID] = eids
+    return block
+
+
 def _one_hop_block(g: DGLGraph, dst: Tensor) -> dgl.DGLGraph:
     """Block whose destinations are ``dst`` with all their in-edges (the full 1-hop view)."""
-    frontier = dgl.in_subgraph(g, dst)
-    block = dgl.to_block(frontier, dst)
-    block.edata[EID] = frontier.edata[EID]
-    return block
+    return _in_edge_block(g, dst)
 
 
 def _set_edge_weights(g: DGLGraph, edge_weight: str | None, blocks: Sequence) -> None:
@@ -258,14 +289,12 @@ def control_variate_blocks(
     seeds = _check_seeds(g, seeds)
     _check_layers(len(fanouts))
     blocks: list = []
-    dst_nodes, fresh_dst = seeds, seeds
+    dst_nodes = seeds
     # Positions of the fresh destinations among the destinations (all of them at the top).
     fresh_dst_pos = torch.arange(seeds.numel(), device=g.device)
     for layer in reversed(range(len(fanouts))):
-        frontier = dgl.in_subgraph(g, fresh_dst)
-        block = dgl.to_block(frontier, dst_nodes)
-        eids = frontier.edata[EID]
-        block.edata[EID] = eids
+        block = _in_edge_block(g, dst_nodes, fresh_dst_pos)
+        eids = block.edata[EID]
         src_local, dst_local = block.edges()
         dst_local = dst_local.long()
         # Every in-edge of a fresh destination is in the block: block degrees are full degrees.
@@ -292,7 +321,6 @@ def control_variate_blocks(
         blocks.insert(0, block)
         dst_nodes = block.srcdata[NID]
         fresh_dst_pos = torch.nonzero(fresh_src).squeeze(1)
-        fresh_dst = dst_nodes[fresh_dst_pos]
     return dst_nodes, seeds, blocks
 
 

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from . import keys
 from .blocks import check_graph, control_variate_blocks, exact_blocks, history_blocks
-from .draws import horvitz_thompson_weights, poisson_draw, systematic_draw
+from .draws import SystematicDraws, horvitz_thompson_weights, poisson_draw, systematic_draw
 from .probabilities import mvs_probabilities
 from .scores import ScoreTable
 
@@ -286,6 +286,7 @@ class MVSSampler(BlockSampler):
         for shared in (self._epoch, self._start, self._frozen_interval, self._frozen_p):
             shared.share_memory_()
         self._pool_cache: tuple[int, Tensor] | None = None
+        self._draw_cache: tuple | None = None
         self._warned: set[str] = set()
         self._last_updated_step = -1
 
@@ -294,10 +295,16 @@ class MVSSampler(BlockSampler):
         """Indices for ``dgl.dataloading.DataLoader``: the step numbers of one epoch.
 
         After :meth:`load_state_dict` of a state saved mid-epoch, the remaining steps of that
-        epoch only: build the DataLoader of the resumed epoch after loading.
+        epoch only: build the DataLoader of the resumed epoch after loading (with
+        ``use_ddp=True``, every rank must resume from its own state saved at the same step).
         """
         start = int(self._start[0])
-        return torch.arange(start, self.steps_per_epoch, device=self.train_nids.device)
+        _, share = self._local_steps()
+        # With use_ddp=True DGL cuts this list into equal contiguous shares, one per rank:
+        # every rank's share must be the remaining steps of its own schedule.
+        ids = [torch.arange(rank * share + start, (rank + 1) * share)
+               for rank in range(self.world_size)]
+        return torch.cat(ids).to(self.train_nids.device)
 
     def set_epoch(self, epoch: int) -> None:
         """Set the epoch; visible to (persistent) worker processes.
@@ -380,7 +387,24 @@ class MVSSampler(BlockSampler):
         # Re-check: the main process may have published another interval meanwhile.
         return probs if int(self._frozen_interval[0]) == interval else None
 
-    def _frozen_probabilities(self, interval: int, pool: Tensor) -> Tensor:
+    def _frozen_draws(self, interval: int, pool: Tensor) -> tuple[Tensor, SystematicDraws | None]:
+        """The interval's frozen probabilities, with a prepared systematic drawer for them.
+
+        Preparing (one shuffle of the pool) happens once per interval and process, so that a
+        step costs ``O(chunks + B log |V_S|)`` instead of a shuffle of the whole pool.
+        """
+        cached = self._draw_cache
+        if cached is not None and cached[0] == interval:
+            return cached[1], cached[2]
+        probs, frozen = self._frozen_probabilities(interval, pool)
+        drawer = None
+        if self.draw == "systematic":
+            drawer = SystematicDraws(probs, _generator(self.seed, self.rank, interval, 4))
+        if frozen:  # a fallback from the live table may still be replaced: do not cache it
+            self._draw_cache = (interval, probs, drawer)
+        return probs, drawer
+
+    def _frozen_probabilities(self, interval: int, pool: Tensor) -> tuple[Tensor, bool]:
         """The interval's probabilities fixed at its checkpoint, waiting for them if needed."""
         probs = self._read_frozen(interval)
         if probs is None and not _in_main_thread_of_main_process():
@@ -389,14 +413,14 @@ class MVSSampler(BlockSampler):
                 time.sleep(0.001)
                 probs = self._read_frozen(interval)
         if probs is not None:
-            return probs
+            return probs, True
         self._warn_once(
             f"interval-{interval}",
             f"no scores were written for the checkpoint of interval {interval} (step "
             f"{interval * self.checkpoint_every}); drawing from the score table as it is. Call "
             "sampler.update_scores(blocks, scores) after every step.",
         )
-        return self._pool_probabilities(pool)
+        return self._pool_probabilities(pool), False
 
     # ------------------------------------------------------------------ sampling
     def sample_blocks(self, g: DGLGraph, indices: Tensor, exclude_eids=None):
@@ -446,13 +470,18 @@ class MVSSampler(BlockSampler):
         if self.is_checkpoint(step):
             weights = torch.full((pool.numel(),), 1.0 / pool.numel(), dtype=torch.float64)
             return pool, weights
-        if self.probabilities == "frozen":
-            probs = self._frozen_probabilities(interval, pool)
-        else:
-            probs = self._pool_probabilities(pool)
         gen = _generator(self.seed, self.rank, step, 2)
+        if self.probabilities == "frozen":
+            probs, drawer = self._frozen_draws(interval, pool)
+        else:
+            probs, drawer = self._pool_probabilities(pool), None
         for _ in range(100):
-            picked = (systematic_draw if self.draw == "systematic" else poisson_draw)(probs, gen)
+            if drawer is not None:
+                picked = drawer.draw(gen)
+            elif self.draw == "systematic":
+                picked = systematic_draw(probs, gen)
+            else:
+                picked = poisson_draw(probs, gen)
             if picked.numel() > 0:  # a Poisson draw can come out empty; draw again
                 break
         else:
@@ -608,3 +637,4 @@ class MVSSampler(BlockSampler):
         self._frozen_interval[0] = int(state["frozen_interval"])
         self._last_updated_step = int(state["last_updated_step"])
         self._pool_cache = None
+        self._draw_cache = None

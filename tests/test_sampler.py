@@ -199,7 +199,24 @@ def _ddp_worker(rank, world_size, init_file, out_dir):
         seeds.append(output_nodes)
         steps.append(int(blocks[-1].dstdata[STEP][0]))
         sampler.update_scores(blocks, node_scores(output_nodes))
-    torch.save({"seeds": seeds, "steps": steps}, os.path.join(out_dir, f"rank{rank}.pt"))
+    # Resume mid-epoch from a state saved after 3 steps: each rank continues its own schedule.
+    first = make_sampler(g)
+    loader = dgl.dataloading.DataLoader(g, first.step_ids(), first, use_ddp=True)
+    resumed = []
+    for _, output_nodes, blocks in loader:
+        first.update_scores(blocks, node_scores(output_nodes))
+        resumed.append(output_nodes)
+        if len(resumed) == 3:
+            break
+    second = make_sampler(g)
+    second.load_state_dict(first.state_dict())
+    second.set_epoch(second.epoch)
+    loader = dgl.dataloading.DataLoader(g, second.step_ids(), second, use_ddp=True)
+    for _, output_nodes, blocks in loader:
+        second.update_scores(blocks, node_scores(output_nodes))
+        resumed.append(output_nodes)
+    torch.save({"seeds": seeds, "steps": steps, "resumed": resumed},
+               os.path.join(out_dir, f"rank{rank}.pt"))
     torch.distributed.destroy_process_group()
 
 
@@ -214,6 +231,9 @@ def test_ddp_ranks_draw_different_seeds(tmp_path):
     assert any(
         not torch.equal(a, b) for a, b in zip(ranks[0]["seeds"], ranks[1]["seeds"])
     )
+    for r in ranks:  # resuming mid-epoch under DDP gives the uninterrupted batches
+        assert len(r["resumed"]) == len(r["seeds"])
+        assert all(torch.equal(a, b) for a, b in zip(r["resumed"], r["seeds"]))
 
 
 def test_errors(graph):
