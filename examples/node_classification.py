@@ -103,6 +103,10 @@ def parse_args(argv=None):
     p.add_argument("--device", default="cpu")
     p.add_argument("--num-workers", type=int, default=0)
     p.add_argument("--eval-chunk", type=int, default=8192)
+    p.add_argument("--checkpoint", default=None,
+                   help="mvs: save model, optimizer, sampler and histories here (atomically)")
+    p.add_argument("--checkpoint-every", type=int, default=100, help="steps between saves")
+    p.add_argument("--resume", action="store_true", help="mvs: continue from --checkpoint")
     p.add_argument("--output", default=None, help="JSON result file")
     p.add_argument("--plot", default=None, help="PNG plot of loss and validation metric")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -136,7 +140,7 @@ def make_loader(args, g, train_nids, device):
             g, train_nids, args.batch_size, L, blocks=args.blocks, fanouts=fanouts,
             checkpoint_every=args.K, pool_ratio=args.gamma, probabilities=args.probabilities,
             draw=args.draw, seed=args.seed, **feats)
-        return dgl.dataloading.DataLoader(g, sampler.step_ids(), sampler, **common), sampler
+        return mvs_loader(g, sampler, common), sampler
     if args.sampler == "cv":
         sampler = dgl_mvs.ControlVariateSampler([args.cv_fanout] * L, **feats)
     elif args.sampler == "neighbor":
@@ -160,6 +164,16 @@ def make_loader(args, g, train_nids, device):
     else:
         return None, None
     return dgl.dataloading.DataLoader(g, train_nids, sampler, **uniform), None
+
+
+def mvs_loader(g, sampler, common):
+    """An epoch's DataLoader over the sampler's step numbers (rebuilt after a resume).
+
+    Its own generator keeps the loader from drawing from torch's global one, so that a resumed
+    run's dropout masks match an uninterrupted run's.
+    """
+    return dgl.dataloading.DataLoader(
+        g, sampler.step_ids(), sampler, generator=torch.Generator(), **common)
 
 
 def batches(loader, g, train_mask, device):
@@ -196,10 +210,20 @@ def run(args) -> dict:
     progress = not args.quiet
     if progress:
         from tqdm.auto import tqdm
+    first_epoch = 0
+    if args.resume:
+        if sampler is None or not args.checkpoint:
+            raise SystemExit("--resume needs --sampler mvs and --checkpoint PATH")
+        state = dgl_mvs.load_checkpoint(args.checkpoint, model=model, optimizer=opt,
+                                        sampler=sampler, history=history)
+        steps, curve = state["steps"], state["curve"]
+        stopper.best, stopper.best_state, stopper.bad_checks = state["stopper"]
+        first_epoch = sampler.epoch
     start = time.perf_counter()
-    for epoch in range(args.epochs):
+    for epoch in range(first_epoch, args.epochs):
         if sampler is not None:
-            sampler.set_epoch(epoch)
+            sampler.set_epoch(epoch)  # keeps a resume point inside this epoch
+            loader = mvs_loader(g, sampler, dict(device=device, num_workers=args.num_workers))
         tick = time.perf_counter()
         model.train()
         stream = batches(loader, g, g.ndata["train_mask"], device)
@@ -225,6 +249,11 @@ def run(args) -> dict:
             steps += 1
             curve.append({"step": steps, "time": time.perf_counter() - start,
                           "loss": float(loss)})
+            if sampler is not None and args.checkpoint and steps % args.checkpoint_every == 0:
+                dgl_mvs.save_checkpoint(
+                    args.checkpoint, model=model, optimizer=opt, sampler=sampler,
+                    history=history, extra={"steps": steps, "curve": curve, "stopper": (
+                        stopper.best, stopper.best_state, stopper.bad_checks)})
             if args.max_steps and steps >= args.max_steps:
                 break
         train_time += time.perf_counter() - tick
