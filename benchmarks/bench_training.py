@@ -42,7 +42,7 @@ def parse_args(argv=None):
     p.add_argument("--patience", type=int, default=10)
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--K", type=int, default=20)
-    p.add_argument("--gamma", type=float, default=1.0)
+    p.add_argument("--gamma", type=float, default=None, help="default: pool of K batches")
     p.add_argument("--extra", nargs=argparse.REMAINDER, default=[],
                    help="more node_classification.py options, passed through")
     p.add_argument("--out", default=str(ROOT / "results" / "bench_training.json"))
@@ -67,8 +67,8 @@ def main(argv=None):
                         "--model", args.model, "--sampler", sampler, "--batch-size", str(batch),
                         "--epochs", str(epochs), "--patience", str(args.patience),
                         "--hidden", str(args.hidden), "--K", str(args.K),
-                        "--gamma", str(args.gamma), "--seed", str(seed), "--quiet",
-                    ] + args.extra
+                        "--seed", str(seed), "--quiet",
+                    ] + (["--gamma", str(args.gamma)] if args.gamma else []) + args.extra
                     result = node_classification.run(node_classification.parse_args(argv_run))
                     result.pop("curve")
                     result["bench_dataset"] = dataset

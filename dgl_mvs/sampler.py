@@ -64,7 +64,7 @@ class MVSSampler(BlockSampler):
 
     **Schedule.** Global step ``t = epoch * steps_per_epoch + index``.  Every
     ``checkpoint_every`` (the paper's ``K``) steps a *checkpoint* step draws a uniform pool
-    ``V_S`` of ``ceil(pool_ratio * len(train_nids))`` nodes (``gamma``) and returns exact blocks
+    ``V_S`` of ``pool_size`` training nodes (``gamma |train|``) and returns exact blocks
     (:func:`dgl_mvs.exact_blocks`) for the whole pool with weights ``1 / |V_S|``: its forward
     refreshes the histories of the pool's neighbourhood and its gradient norms score the pool.
     The ``K - 1`` steps after it draw ``batch_size`` seeds from ``V_S`` with the minimal-variance
@@ -103,8 +103,12 @@ class MVSSampler(BlockSampler):
         Neighbours per layer for ``blocks="cv"``.
     checkpoint_every : int, default 20
         ``K``: steps per interval, the first being the checkpoint.
-    pool_ratio : float, default 1.0
-        ``gamma``: pool size as a fraction of ``train_nids``.
+    pool_ratio : float, optional
+        ``gamma``: pool size as a fraction of ``train_nids``.  By default the pool holds
+        ``checkpoint_every * batch_size`` nodes (at most all of ``train_nids``), as many as an
+        interval's steps draw; the paper's settings correspond to 19-30 batches.  A checkpoint
+        step computes the pool's full ``num_layers``-hop neighbourhood, so its cost grows with
+        the pool.
     probabilities : str, default "frozen"
         ``"frozen"`` or ``"step"`` (see above).
     draw : str, default "systematic"
@@ -162,7 +166,7 @@ class MVSSampler(BlockSampler):
         blocks: str | BlockSampler = "history",
         fanouts: Sequence[int] | None = None,
         checkpoint_every: int = 20,
-        pool_ratio: float = 1.0,
+        pool_ratio: float | None = None,
         probabilities: str = "frozen",
         draw: str = "systematic",
         uniform_mix: float = 0.0,
@@ -196,9 +200,18 @@ class MVSSampler(BlockSampler):
 
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        if not 0.0 < pool_ratio <= 1.0:
+        if not isinstance(checkpoint_every, int) or checkpoint_every < 1:
+            raise ValueError(
+                f"checkpoint_every (K) must be a positive integer, got {checkpoint_every!r}"
+            )
+        if pool_ratio is None:
+            # As many nodes as an interval's steps draw: the paper's settings (Reddit, PPI,
+            # Yelp at batch 512, K = 20) all have pools of 19-30 batches.
+            self.pool_size = min(num_train, checkpoint_every * batch_size)
+        elif not 0.0 < pool_ratio <= 1.0:
             raise ValueError(f"pool_ratio (gamma) must be in (0, 1], got {pool_ratio}")
-        self.pool_size = math.ceil(pool_ratio * num_train)
+        else:
+            self.pool_size = math.ceil(pool_ratio * num_train)
         if batch_size > self.pool_size:
             # Every pool node is then drawn with probability 1: a full-pool batch.
             warnings.warn(
@@ -207,8 +220,6 @@ class MVSSampler(BlockSampler):
                 RuntimeWarning, stacklevel=2,
             )
             batch_size = self.pool_size
-        if not isinstance(checkpoint_every, int) or checkpoint_every < 1:
-            raise ValueError(f"checkpoint_every (K) must be a positive integer, got {checkpoint_every!r}")
         if probabilities not in ("frozen", "step"):
             raise ValueError(f"probabilities must be 'frozen' or 'step', got {probabilities!r}")
         if draw not in ("systematic", "poisson"):

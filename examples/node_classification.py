@@ -37,7 +37,7 @@ MODELS = ("gcn", "sage", "gat")
 class GNN(nn.Module):
     """A stack of dgl.nn layers called as model(blocks, x), the DGL mini-batch convention."""
 
-    def __init__(self, kind, in_feats, hidden, num_classes, num_layers, dropout, heads=4,
+    def __init__(self, kind, in_feats, hidden, num_classes, num_layers, dropout=0.0, heads=4,
                  control_variates=False):
         super().__init__()
         dims = [in_feats] + [hidden] * (num_layers - 1) + [num_classes]
@@ -79,11 +79,15 @@ def parse_args(argv=None):
     p.add_argument("--num-classes", type=int, default=10, help="synthetic: classes")
     p.add_argument("--feat-dim", type=int, default=64, help="synthetic: feature width")
     p.add_argument("--multilabel", action="store_true", help="synthetic: multi-label")
+    p.add_argument("--snr", type=float, default=2.0, help="synthetic: feature signal-to-noise")
+    p.add_argument("--homophily", type=float, default=0.7,
+                   help="synthetic: fraction of edges inside a class")
     p.add_argument("--model", choices=MODELS, default="gcn")
     p.add_argument("--sampler", choices=SAMPLERS, default="mvs")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--K", type=int, default=20, help="mvs: steps per checkpoint interval")
-    p.add_argument("--gamma", type=float, default=1.0, help="mvs: pool ratio")
+    p.add_argument("--gamma", type=float, default=None,
+                   help="mvs: pool ratio (default: a pool of K * batch-size nodes)")
     p.add_argument("--probabilities", choices=("frozen", "step"), default="frozen",
                    help="mvs: p fixed per interval or recomputed each step")
     p.add_argument("--draw", choices=("systematic", "poisson"), default="systematic")
@@ -118,7 +122,8 @@ def load(args):
     if args.dataset == "synthetic":
         kwargs = dict(num_nodes=args.num_nodes, avg_degree=args.avg_degree,
                       num_classes=args.num_classes, feat_dim=args.feat_dim,
-                      multilabel=args.multilabel, seed=args.seed)
+                      multilabel=args.multilabel, signal_to_noise=args.snr,
+                      homophily=args.homophily, seed=args.seed)
     elif args.dataset == "cora":
         kwargs = dict(seed=args.seed)
     ds = load_dataset(args.dataset, **kwargs)
@@ -198,10 +203,12 @@ def run(args) -> dict:
     g, num_classes, multilabel = load(args)
     train_nids = torch.nonzero(g.ndata["train_mask"]).squeeze(1)
     model = GNN(args.model, g.ndata["feat"].shape[1], args.hidden, num_classes, args.layers,
-                args.dropout, control_variates=(args.sampler == "cv" or args.blocks == "cv"))
+                control_variates=(args.sampler == "cv" or args.blocks == "cv"))
     model = model.to(device)
     history = dgl_mvs.History(g, model_widths(model, args))
-    history.attach(model.layers)
+    # The hook applies dropout to hidden-layer inputs after the history exchange (for every
+    # sampler alike), so that histories hold clean activations.
+    history.attach(model.layers, dropout=args.dropout)
     loader, sampler = make_loader(args, g, train_nids, device)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     stopper = EarlyStopping(patience=args.patience)

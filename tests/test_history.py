@@ -132,3 +132,25 @@ def test_errors(graph):
     # seeds on another device than the graph
     with pytest.raises(ValueError, match="seed nodes are on meta but the graph is on cpu"):
         dgl_mvs.history_blocks(graph, torch.empty(3, dtype=torch.int64, device="meta"), 2)
+
+
+def test_hook_dropout_keeps_histories_clean(graph):
+    """attach(dropout=p) drops hidden inputs after the exchange: pushed rows are clean."""
+    torch.manual_seed(0)
+    model = GNN("sage", 12, 16, 5, 2).train()
+    history = dgl_mvs.History(graph, [16])
+    history.attach(model.layers, dropout=0.5)
+    input_nodes, _, blocks = dgl_mvs.history_blocks(graph, torch.arange(30), 2)
+    seen = {}
+    handle = model.layers[1].register_forward_pre_hook(
+        lambda module, args: seen.update(h=args[1].detach().clone()))
+    model(blocks, graph.ndata["feat"][input_nodes])
+    handle.remove()
+    pushed = history.pull(1, torch.arange(30))
+    assert bool((pushed > 0).float().mean() > 0.3)  # relu outputs, no dropout zeros
+    dropped = seen["h"][:30]
+    assert bool(((dropped == 0) & (pushed > 0)).any())  # the layer saw dropped inputs
+    kept = dropped != 0
+    torch.testing.assert_close(dropped[kept], 2 * pushed[kept])  # inverted dropout scale
+    with pytest.raises(ValueError, match="dropout"):
+        history.attach(model.layers, dropout=1.0)
