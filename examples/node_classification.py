@@ -91,8 +91,10 @@ def parse_args(argv=None):
     p.add_argument("--probabilities", choices=("frozen", "step"), default="frozen",
                    help="mvs: p fixed per interval or recomputed each step")
     p.add_argument("--draw", choices=("systematic", "poisson"), default="systematic")
-    p.add_argument("--blocks", choices=("history", "cv", "exact"), default="history",
-                   help="mvs: blocks of the MVS steps")
+    p.add_argument("--blocks", choices=("history", "cv", "exact", "neighbor", "labor"),
+                   default="history",
+                   help="mvs: blocks of the MVS steps; neighbor/labor keep DGL's sampled blocks "
+                        "(with --fanout) and only draw the seeds by importance")
     p.add_argument("--fanout", type=int, default=10, help="neighbor/labor: fanout per layer")
     p.add_argument("--cv-fanout", type=int, default=2, help="cv: sampled neighbours per layer")
     p.add_argument("--num-parts", type=int, default=None, help="cluster_gcn: partitions")
@@ -141,8 +143,13 @@ def make_loader(args, g, train_nids, device):
     uniform = dict(batch_size=args.batch_size, shuffle=True, drop_last=False, **common)
     if args.sampler == "mvs":
         fanouts = [args.cv_fanout] * L if args.blocks == "cv" else None
+        blocks = args.blocks
+        if blocks == "neighbor":
+            blocks = dgl.dataloading.NeighborSampler([args.fanout] * L)
+        elif blocks == "labor":
+            blocks = dgl.dataloading.LaborSampler([args.fanout] * L)
         sampler = dgl_mvs.MVSSampler(
-            g, train_nids, args.batch_size, L, blocks=args.blocks, fanouts=fanouts,
+            g, train_nids, args.batch_size, L, blocks=blocks, fanouts=fanouts,
             checkpoint_every=args.K, pool_ratio=args.gamma, probabilities=args.probabilities,
             draw=args.draw, seed=args.seed, **feats)
         return mvs_loader(g, sampler, common), sampler

@@ -81,6 +81,18 @@ def test_example_runs_for_every_sampler(sampler, tmp_path):
         assert (tmp_path / "curve.png").stat().st_size > 0
 
 
+@pytest.mark.parametrize("blocks", ["cv", "exact", "neighbor", "labor"])
+def test_example_mvs_block_variants(blocks):
+    args = node_classification.parse_args([
+        "--dataset", "synthetic", "--num-nodes", "400", "--avg-degree", "6",
+        "--num-classes", "3", "--feat-dim", "8", "--hidden", "16", "--model", "sage",
+        "--sampler", "mvs", "--blocks", blocks, "--fanout", "3", "--batch-size", "32",
+        "--epochs", "2", "--K", "3", "--quiet",
+    ])
+    result = node_classification.run(args)
+    assert 0.0 <= result["test"] <= 1.0 and result["steps"] > 0
+
+
 def test_example_multilabel_and_gat():
     args = node_classification.parse_args([
         "--dataset", "synthetic", "--num-nodes", "300", "--avg-degree", "6", "--multilabel",
