@@ -49,6 +49,80 @@ def _in_main_thread_of_main_process() -> bool:
     )
 
 
+def _train_ids(g: DGLGraph, train_nids) -> Tensor:
+    """``train_nids`` (IDs or a mask) as unique int64 node IDs of ``g``, or a clear error."""
+    train_nids = torch.as_tensor(train_nids)
+    if train_nids.dtype == torch.bool:
+        train_nids = torch.nonzero(train_nids).squeeze(1)
+    if train_nids.dim() != 1 or train_nids.numel() == 0:
+        raise ValueError("train_nids must be a non-empty 1-D tensor of node IDs (or a mask)")
+    if int(train_nids.min()) < 0 or int(train_nids.max()) >= g.num_nodes():
+        raise ValueError(f"train_nids must lie in [0, {g.num_nodes()})")
+    if torch.unique(train_nids).numel() != train_nids.numel():
+        raise ValueError("train_nids contains duplicate node IDs")
+    return train_nids.to(device=g.device, dtype=torch.int64)
+
+
+def _pool_size(
+    num_train: int, batch_size: int, checkpoint_every: int, pool_ratio: float | None
+) -> int:
+    """Checkpoint pool size: ``gamma |train|``, by default as many nodes as an interval draws."""
+    if pool_ratio is None:
+        # The paper's settings (Reddit, PPI, Yelp at batch 512, K = 20) all have pools of
+        # 19-30 batches.
+        return min(num_train, checkpoint_every * batch_size)
+    if not 0.0 < pool_ratio <= 1.0:
+        raise ValueError(f"pool_ratio (gamma) must be in (0, 1], got {pool_ratio}")
+    return math.ceil(pool_ratio * num_train)
+
+
+def _block_choice(
+    blocks: str | BlockSampler, fanouts: Sequence[int] | None, num_layers: int | None
+) -> tuple[str, BlockSampler | None, int | None]:
+    """(kind, custom block sampler or None, number of layers) for the ``blocks`` argument."""
+    if isinstance(blocks, BlockSampler):
+        kind, custom = "custom", blocks
+    elif blocks in _BLOCK_KINDS:
+        kind, custom = blocks, None
+    else:
+        raise ValueError(
+            f"blocks must be one of {_BLOCK_KINDS} or a dgl.dataloading.BlockSampler, "
+            f"got {blocks!r}"
+        )
+    if kind == "cv":
+        if not fanouts:
+            raise ValueError("blocks='cv' needs fanouts, e.g. fanouts=[2, 2]")
+        if num_layers is not None and num_layers != len(fanouts):
+            raise ValueError(f"num_layers={num_layers} but {len(fanouts)} fanouts given")
+        num_layers = len(fanouts)
+    if kind in ("history", "exact") and num_layers is None:
+        raise ValueError(f"blocks={blocks!r} needs num_layers")
+    if num_layers is not None and (not isinstance(num_layers, int) or num_layers < 1):
+        raise ValueError(f"num_layers must be a positive integer, got {num_layers!r}")
+    return kind, custom, num_layers
+
+
+def _check_keys(g: DGLGraph, node_feats, labels, edge_feats, edge_weight: str | None) -> None:
+    """Fail at construction, not in a worker process, when a named feature is missing."""
+    for what, names, data in (
+        ("prefetch_node_feats", node_feats, g.ndata),
+        ("prefetch_labels", labels, g.ndata),
+        ("prefetch_edge_feats", edge_feats, g.edata),
+    ):
+        missing = [name for name in names or [] if name not in data]
+        if missing:
+            raise KeyError(
+                f"{what} names {missing}, which the graph does not have (it has "
+                f"{list(data.keys())})"
+            )
+    if edge_weight is not None and edge_weight not in g.edata:
+        raise KeyError(
+            f"edge weight key {edge_weight!r} is not in g.edata (keys: "
+            f"{list(g.edata.keys())}); compute it first, e.g. "
+            f"g.edata[{edge_weight!r}] = dgl_mvs.gcn_norm(g)"
+        )
+
+
 class MVSSampler(BlockSampler):
     """Minimal Variance Sampling (MVS-GNN, Algorithm 1) as a DGL block sampler.
 
@@ -186,32 +260,15 @@ class MVSSampler(BlockSampler):
             output_device=output_device,
         )
         check_graph(g)
-        train_nids = torch.as_tensor(train_nids)
-        if train_nids.dtype == torch.bool:
-            train_nids = torch.nonzero(train_nids).squeeze(1)
-        if train_nids.dim() != 1 or train_nids.numel() == 0:
-            raise ValueError("train_nids must be a non-empty 1-D tensor of node IDs (or a mask)")
-        if int(train_nids.min()) < 0 or int(train_nids.max()) >= g.num_nodes():
-            raise ValueError(f"train_nids must lie in [0, {g.num_nodes()})")
-        if torch.unique(train_nids).numel() != train_nids.numel():
-            raise ValueError("train_nids contains duplicate node IDs")
-        self.train_nids = train_nids.to(device=g.device, dtype=torch.int64)
+        self.train_nids = _train_ids(g, train_nids)
         num_train = self.train_nids.numel()
-
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if not isinstance(checkpoint_every, int) or checkpoint_every < 1:
             raise ValueError(
                 f"checkpoint_every (K) must be a positive integer, got {checkpoint_every!r}"
             )
-        if pool_ratio is None:
-            # As many nodes as an interval's steps draw: the paper's settings (Reddit, PPI,
-            # Yelp at batch 512, K = 20) all have pools of 19-30 batches.
-            self.pool_size = min(num_train, checkpoint_every * batch_size)
-        elif not 0.0 < pool_ratio <= 1.0:
-            raise ValueError(f"pool_ratio (gamma) must be in (0, 1], got {pool_ratio}")
-        else:
-            self.pool_size = math.ceil(pool_ratio * num_train)
+        self.pool_size = _pool_size(num_train, batch_size, checkpoint_every, pool_ratio)
         if batch_size > self.pool_size:
             # Every pool node is then drawn with probability 1: a full-pool batch.
             warnings.warn(
@@ -226,45 +283,10 @@ class MVSSampler(BlockSampler):
             raise ValueError(f"draw must be 'systematic' or 'poisson', got {draw!r}")
         if not 0.0 <= uniform_mix <= 1.0:
             raise ValueError(f"uniform_mix must be in [0, 1], got {uniform_mix}")
-
-        if isinstance(blocks, BlockSampler):
-            self.block_sampler: BlockSampler | None = blocks
-            self.block_kind = "custom"
-        elif blocks in _BLOCK_KINDS:
-            self.block_sampler = None
-            self.block_kind = blocks
-        else:
-            raise ValueError(
-                f"blocks must be one of {_BLOCK_KINDS} or a dgl.dataloading.BlockSampler, "
-                f"got {blocks!r}"
-            )
-        if self.block_kind == "cv":
-            if not fanouts:
-                raise ValueError("blocks='cv' needs fanouts, e.g. fanouts=[2, 2]")
-            if num_layers is not None and num_layers != len(fanouts):
-                raise ValueError(f"num_layers={num_layers} but {len(fanouts)} fanouts given")
-            num_layers = len(fanouts)
-        if self.block_kind in ("history", "exact") and num_layers is None:
-            raise ValueError(f"blocks={blocks!r} needs num_layers")
-        if num_layers is not None and (not isinstance(num_layers, int) or num_layers < 1):
-            raise ValueError(f"num_layers must be a positive integer, got {num_layers!r}")
-        for what, names, data in (
-            ("prefetch_node_feats", prefetch_node_feats, g.ndata),
-            ("prefetch_labels", prefetch_labels, g.ndata),
-            ("prefetch_edge_feats", prefetch_edge_feats, g.edata),
-        ):
-            missing = [name for name in names or [] if name not in data]
-            if missing:
-                raise KeyError(
-                    f"{what} names {missing}, which the graph does not have (it has "
-                    f"{list(data.keys())})"
-                )
-        if edge_weight is not None and edge_weight not in g.edata:
-            raise KeyError(
-                f"edge weight key {edge_weight!r} is not in g.edata (keys: "
-                f"{list(g.edata.keys())}); compute it first, e.g. "
-                f"g.edata[{edge_weight!r}] = dgl_mvs.gcn_norm(g)"
-            )
+        self.block_kind, self.block_sampler, num_layers = _block_choice(
+            blocks, fanouts, num_layers
+        )
+        _check_keys(g, prefetch_node_feats, prefetch_labels, prefetch_edge_feats, edge_weight)
 
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
         self.rank = torch.distributed.get_rank() if distributed else 0
