@@ -148,6 +148,11 @@ def fake_checkpoint_blocks(pool: torch.Tensor, step: int, idtype) -> list:
     return [block]
 
 
+def _pool_label(pool_ratio: float | None) -> str:
+    """``gamma`` as printed; ``None`` is MVSSampler's default pool of ``K`` batches."""
+    return "K*B" if pool_ratio is None else f"{pool_ratio:g}"
+
+
 class FullStep:
     """An MVSSampler whose non-checkpoint steps are timed through ``sampler.sample``."""
 
@@ -163,7 +168,7 @@ class FullStep:
             warnings.simplefilter("ignore", RuntimeWarning)  # batch larger than a tiny pool
             self.sampler = dgl_mvs.MVSSampler(g, train, args.batch_size, **kwargs)
         self.g = g
-        self.name = f"mvs-{block_kind} pool={pool_ratio:g} p={probabilities}"
+        self.name = f"mvs-{block_kind} pool={_pool_label(pool_ratio)} p={probabilities}"
         self.config = {"blocks": block_kind, "pool_ratio": pool_ratio,
                        "probabilities": probabilities, "pool_size": self.sampler.pool_size,
                        "checkpoint_every": args.checkpoint_every}
@@ -227,8 +232,9 @@ def bench_layers(g, train, args, num_layers: int, rng: random.Random) -> dict:
         for ratio in args.pool_ratios:
             full_steps.append(FullStep(g, train, args, num_layers, ratio, kind, "frozen"))
         if kind == "history":  # the per-step-update variant: probabilities every step
-            full_steps.append(FullStep(g, train, args, num_layers, max(args.pool_ratios),
-                                       kind, "step"))
+            # costs O(pool) per step: shown at the largest pool and at the default (K batches)
+            for ratio in (max(args.pool_ratios), None):
+                full_steps.append(FullStep(g, train, args, num_layers, ratio, kind, "step"))
 
     # Every entry: (kind, name, prepare() -> argument, fn(argument) -> result or blocks).
     entries = [("a", name, None, fn) for name, fn in block_fns.items()]
@@ -381,7 +387,7 @@ def verdicts(results: list[dict]) -> list[dict]:
         for r in res["full_step"]:
             if r["blocks"] != "history":
                 continue
-            out.append({"what": f"(b) full step, pool={r['pool_ratio']:g}, "
+            out.append({"what": f"(b) full step, pool={_pool_label(r['pool_ratio'])}, "
                                 f"p={r['probabilities']}",
                         "L": L, "ratio": r["ratio_to_neighbor"], "goal": goal,
                         "pass": r["ratio_to_neighbor"] <= goal})
