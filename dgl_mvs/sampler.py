@@ -397,6 +397,23 @@ class MVSSampler(BlockSampler):
         """Whether global step ``step`` is a checkpoint step."""
         return step % self.checkpoint_every == 0
 
+    def is_checkpoint_batch(self, blocks: Sequence) -> bool:
+        """Whether ``blocks`` (from this sampler's DataLoader) are a checkpoint step's.
+
+        A checkpoint step computes exact outputs for the whole pool.  Algorithm 1 as the
+        authors ran it used it only to refresh histories and scores, without a parameter
+        update: run that step's forward under ``torch.no_grad()``, call
+        :meth:`update_scores`, and skip ``backward`` and ``optimizer.step()``.  Both ways are
+        valid; skipping is cheaper.
+        """
+        last = blocks[-1]
+        if keys.STEP not in last.dstdata:
+            raise ValueError(
+                "these blocks were not produced by MVSSampler (no 'mvs_step' in "
+                "blocks[-1].dstdata)"
+            )
+        return self.is_checkpoint(int(last.dstdata[keys.STEP][0]))
+
     def pool(self, interval: int) -> Tensor:
         """The uniform pool ``V_S`` of checkpoint interval ``interval`` (deterministic)."""
         cached = self._pool_cache

@@ -90,6 +90,10 @@ def parse_args(argv=None):
                    help="mvs: pool ratio (default: a pool of K * batch-size nodes)")
     p.add_argument("--probabilities", choices=("frozen", "step"), default="frozen",
                    help="mvs: p fixed per interval or recomputed each step")
+    p.add_argument("--checkpoint-steps", choices=("train", "score"), default="train",
+                   help="mvs: train on checkpoint steps (the pool's exact gradient) or only "
+                        "refresh histories and scores there, forward without grad (the "
+                        "authors' code)")
     p.add_argument("--draw", choices=("systematic", "poisson"), default="systematic")
     p.add_argument("--blocks", choices=("history", "cv", "exact", "neighbor", "labor"),
                    default="history",
@@ -244,9 +248,13 @@ def run(args) -> dict:
         if progress and loader is not None:
             stream = tqdm(stream, total=len(loader), desc=f"epoch {epoch}", leave=False)
         for blocks, graph, x, labels, mask in stream:
+            # MVS, optional: a checkpoint step that only refreshes histories and scores
+            score_only = (sampler is not None and args.checkpoint_steps == "score"
+                          and sampler.is_checkpoint_batch(blocks))
             if blocks is not None:  # the standard DGL block loop
-                logits = model(blocks, x)
-                loss = weighted_loss(blocks, logits, labels, multilabel)
+                with torch.set_grad_enabled(not score_only):
+                    logits = model(blocks, x)
+                    loss = weighted_loss(blocks, logits, labels, multilabel)
                 touched.append(blocks[0].num_src_nodes())
             else:  # a (sub)graph: train on its training nodes
                 logits = model([graph] * args.layers, x)[mask]
@@ -255,9 +263,10 @@ def run(args) -> dict:
                     continue
                 loss = weighted_loss([graph], logits, labels, multilabel)
                 touched.append(graph.num_nodes())
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+            if not score_only:
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
             if sampler is not None:
                 sampler.update_scores(blocks, gradient_scores(logits, labels, multilabel))
             steps += 1

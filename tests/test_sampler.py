@@ -47,6 +47,7 @@ def test_schedule_checkpoints_and_batches(graph):
         pool = sampler.pool(step // 5)
         assert bool(torch.isin(output_nodes, pool).all())
         weights = blocks[-1].dstdata[WEIGHT]
+        assert sampler.is_checkpoint_batch(blocks) == (step % 5 == 0)
         if step % 5 == 0:  # checkpoint: the whole pool, plain mean
             assert torch.equal(torch.sort(output_nodes.long()).values, torch.sort(pool).values)
             torch.testing.assert_close(weights, torch.full_like(weights, 1 / 80))
@@ -284,3 +285,5 @@ def test_errors(graph):
     _, _, stock = dgl.dataloading.NeighborSampler([2, 2]).sample(graph, torch.arange(5))
     with pytest.raises(ValueError, match="not produced by MVSSampler"):
         sampler.update_scores(stock, torch.ones(5))
+    with pytest.raises(ValueError, match="not produced by MVSSampler"):
+        sampler.is_checkpoint_batch(stock)

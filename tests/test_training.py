@@ -137,3 +137,20 @@ def test_example_checkpoint_and_resume_match_an_uninterrupted_run(tmp_path):
     assert resumed["steps"] == whole["steps"]
     assert [c["loss"] for c in resumed["curve"]] == [c["loss"] for c in whole["curve"]]
     assert resumed["test"] == whole["test"]
+
+
+def test_example_score_only_checkpoints_leave_the_parameters_alone():
+    base = ["--dataset", "synthetic", "--num-nodes", "400", "--avg-degree", "6",
+            "--num-classes", "3", "--feat-dim", "8", "--hidden", "16", "--model", "sage",
+            "--sampler", "mvs", "--batch-size", "32", "--dropout", "0", "--quiet",
+            "--checkpoint-steps", "score"]
+
+    def run(*extra):
+        return node_classification.run(node_classification.parse_args(base + list(extra)))
+
+    # K = 1: every step is a checkpoint, so no step may change the model.
+    one, three = run("--K", "1", "--epochs", "1"), run("--K", "1", "--epochs", "3")
+    assert three["steps"] == 3 * one["steps"]
+    assert three["test"] == one["test"] and three["best_val"] == one["best_val"]
+    trained = run("--K", "4", "--epochs", "3")  # ordinary steps between checkpoints do train
+    assert trained["best_val"] > one["best_val"]
