@@ -43,7 +43,7 @@ def parse_args(argv=None):
     p.add_argument("--large-epochs", type=int, default=3, help="cap on epochs (synthetic)")
     p.add_argument("--patience", type=int, default=10)
     p.add_argument("--hidden", type=int, default=256)
-    p.add_argument("--K", type=int, default=20)
+    p.add_argument("--K", type=int, default=3)
     p.add_argument("--gamma", type=float, default=None, help="default: pool of K batches")
     p.add_argument("--tag", default="", help="label appended to the sampler name in tables")
     p.add_argument("--extra", nargs=argparse.REMAINDER, default=[],

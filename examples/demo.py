@@ -27,7 +27,7 @@ def main() -> None:
             args = node_classification.parse_args([
                 "--dataset", "cora", "--model", "gcn", "--sampler", sampler,
                 "--batch-size", str(BATCH), "--epochs", "60", "--patience", "15",
-                "--K", "10", "--seed", str(seed), "--quiet",
+                "--seed", str(seed), "--quiet",
             ])
             runs.append(node_classification.run(args))
             print(f"  {sampler:8s} seed {seed}: test accuracy {runs[-1]['test']:.3f}", flush=True)

@@ -85,7 +85,8 @@ def parse_args(argv=None):
     p.add_argument("--model", choices=MODELS, default="gcn")
     p.add_argument("--sampler", choices=SAMPLERS, default="mvs")
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--K", type=int, default=20, help="mvs: steps per checkpoint interval")
+    p.add_argument("--K", type=int, default=3,
+                   help="mvs: steps per checkpoint interval (the paper used 20)")
     p.add_argument("--gamma", type=float, default=None,
                    help="mvs: pool ratio (default: a pool of K * batch-size nodes)")
     p.add_argument("--probabilities", choices=("frozen", "step"), default="frozen",

@@ -111,6 +111,13 @@ def test_errors(graph):
     input_nodes, _, blocks = dgl_mvs.history_blocks(graph, torch.arange(10), 2)
     with pytest.raises(ValueError, match="width 16 but its history has width 8"):
         model(blocks, graph.ndata["feat"][input_nodes])
+    input_nodes, _, blocks = dgl_mvs.exact_blocks(graph, torch.arange(10), 2)
+    with pytest.raises(ValueError, match="width 16 but its history has width 8"):
+        model(blocks, graph.ndata["feat"][input_nodes])  # the all-fresh path checks too
+    sampler = dgl_mvs.HistorySampler(2, prefetch_node_feats=["feat"])
+    _, _, blocks = sampler.sample(graph, torch.arange(10))
+    with pytest.raises(TypeError, match="only loaded by dgl.dataloading.DataLoader"):
+        model(blocks, blocks[0].srcdata["feat"])  # a LazyFeature outside the DataLoader
     with pytest.raises(ValueError, match="2 layers"):
         history.attach(list(model.layers) * 2)
     with pytest.raises(ValueError, match="positive"):
