@@ -112,9 +112,10 @@ class History:
         """Write ``values`` (detached) as the history of ``layer`` for ``nodes``."""
         table = self._table(layer)
         if values.dim() != 2 or values.shape[1] != table.shape[1]:
+            got = values.shape[1] if values.dim() == 2 else tuple(values.shape[1:])
             raise ValueError(
-                f"layer {layer} input has width {tuple(values.shape[1:])} but its history has "
-                f"width {table.shape[1]}; construct History with the model's hidden widths"
+                f"layer {layer} input has width {got} but its history has width "
+                f"{table.shape[1]}; construct History with the model's hidden widths"
             )
         idx = nodes.to(self.g.device).long()
         table[idx] = values.detach().to(device=table.device, dtype=table.dtype)
@@ -163,30 +164,18 @@ class History:
         if not is_cv and bool(fresh.all()):
             # Exact blocks (checkpoints, inference): nothing to fill, only push.  Skipping the
             # gather and the select saves two passes over a pool-sized activation.
-            self._check_width(layer, h)
             self.push(layer, nodes, h)
-            if self._stop_layer == layer:
-                raise _StopForward
-            return h
-        # Gather before pushing: control variates need the *old* history of fresh rows.
-        self._check_width(layer, h)
-        past = self.pull(layer, nodes).to(device=h.device, dtype=h.dtype)
-        self.push(layer, nodes[fresh.to(nodes.device)], h[fresh])
-        if is_cv:
-            block.srcdata[keys.HISTORY] = past
-        filled = torch.where(fresh.unsqueeze(1), h, past)
+            filled = h
+        else:
+            # Gather before pushing: control variates need the *old* history of fresh rows.
+            past = self.pull(layer, nodes).to(device=h.device, dtype=h.dtype)
+            self.push(layer, nodes[fresh.to(nodes.device)], h[fresh])  # checks the width
+            if is_cv:
+                block.srcdata[keys.HISTORY] = past
+            filled = torch.where(fresh.unsqueeze(1), h, past)
         if self._stop_layer == layer:
             raise _StopForward
         return filled
-
-    def _check_width(self, layer: int, h: Tensor) -> None:
-        width = self._table(layer).shape[1]
-        if h.dim() != 2 or h.shape[1] != width:
-            got = h.shape[1] if h.dim() == 2 else tuple(h.shape[1:])
-            raise ValueError(
-                f"layer {layer} input has width {got} but its history has width {width}; "
-                "construct History with the model's hidden widths"
-            )
 
     def attach(self, layers: Sequence[nn.Module], dropout: float = 0.0) -> list:
         """Install the exchange as a forward pre-hook on each of the model's GNN layers.

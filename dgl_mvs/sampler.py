@@ -49,6 +49,17 @@ def _in_main_thread_of_main_process() -> bool:
     )
 
 
+def _batch_step(blocks: Sequence) -> int:
+    """The global step that MVSSampler drew ``blocks`` for, or a clear error."""
+    last = blocks[-1]
+    if keys.STEP not in last.dstdata:
+        raise ValueError(
+            "these blocks were not produced by MVSSampler (no 'mvs_step' in "
+            "blocks[-1].dstdata)"
+        )
+    return int(last.dstdata[keys.STEP][0])
+
+
 def _train_ids(g: DGLGraph, train_nids) -> Tensor:
     """``train_nids`` (IDs or a mask) as unique int64 node IDs of ``g``, or a clear error."""
     train_nids = torch.as_tensor(train_nids)
@@ -410,13 +421,7 @@ class MVSSampler(BlockSampler):
         :meth:`update_scores`, and skip ``backward`` and ``optimizer.step()``.  Both ways are
         valid; skipping is cheaper.
         """
-        last = blocks[-1]
-        if keys.STEP not in last.dstdata:
-            raise ValueError(
-                "these blocks were not produced by MVSSampler (no 'mvs_step' in "
-                "blocks[-1].dstdata)"
-            )
-        return self.is_checkpoint(int(last.dstdata[keys.STEP][0]))
+        return self.is_checkpoint(_batch_step(blocks))
 
     def pool(self, interval: int) -> Tensor:
         """The uniform pool ``V_S`` of checkpoint interval ``interval`` (deterministic)."""
@@ -556,14 +561,8 @@ class MVSSampler(BlockSampler):
             One non-negative score per output node, e.g. from
             :func:`dgl_mvs.cross_entropy_grad_norm`.
         """
-        last = blocks[-1]
-        if keys.STEP not in last.dstdata:
-            raise ValueError(
-                "these blocks were not produced by MVSSampler (no 'mvs_step' in "
-                "blocks[-1].dstdata)"
-            )
-        nodes = last.dstdata[NID].to(self.train_nids.device)
-        step = int(last.dstdata[keys.STEP][0])
+        step = _batch_step(blocks)
+        nodes = blocks[-1].dstdata[NID].to(self.train_nids.device)
         if torch.is_tensor(scores):
             scores = scores.detach()
         self.scores.write(nodes, torch.as_tensor(scores).to(self.train_nids.device))

@@ -1,8 +1,8 @@
 """The README's loop is real code: run it (on Cora, a few epochs)."""
 import re
+from pathlib import Path
 
 import torch
-from pathlib import Path
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
