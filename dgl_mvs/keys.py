@@ -33,3 +33,25 @@ def history_key(layer: int) -> str:
 def history_step_key(layer: int) -> str:
     """``g.ndata`` key of the step at which each node's history of ``layer`` was last written."""
     return f"mvs_hist_step_{layer}"
+
+
+# Blocks of dgl_mvs.OneHopSampler (control-variate layers and snapshot refreshes).
+#: ``block.srcdata`` key: row of the previous layer's output behind each source row (-1: none).
+ROW = "mvs_row"
+#: ``block.srcdata`` key: multiplier of each source row on a control-variate block.
+SCALE = "mvs_scale"
+#: ``block.dstdata`` key: value of each destination's pseudo source row on a control-variate
+#: block (the history part of the control-variate estimator).
+PSEUDO = "mvs_pseudo"
+#: ``block.srcdata`` key: the whole layer input of a refresh block, read from the snapshot.
+FILL = "mvs_fill"
+
+
+def snapshot_key(layer: int) -> str:
+    """``g.ndata`` key of the control-variate history snapshot of the input of ``layer``."""
+    return f"mvs_snap_{layer}"
+
+
+def snapshot_agg_key(layer: int) -> str:
+    """``g.ndata`` key of ``layer``'s full-graph aggregation of its history snapshot."""
+    return f"mvs_snap_agg_{layer}"
