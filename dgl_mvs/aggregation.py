@@ -227,7 +227,7 @@ def aggregate(
     cols = max(1, (1 << 26) // max(1, g.num_edges()))  # bounds the per-chunk work and memory
     chunks = list(range(0, x.shape[1], cols))
     if progress is None:
-        progress = g.num_edges() * x.shape[1] > (1 << 30)
+        progress = False
     if progress:
         from tqdm.auto import tqdm
 

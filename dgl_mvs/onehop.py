@@ -162,11 +162,22 @@ def _first_block(
     return block
 
 
-def _exact_block(g: DGLGraph, dst: Tensor, edge_weight: str | None) -> dgl.DGLGraph:
-    """Every in-edge of ``dst``; sources are ``dst`` followed by the other in-neighbours."""
+def _exact_block(
+    g: DGLGraph, dst: Tensor, edge_weight: str | None, aggregation: Aggregation | None = None
+) -> dgl.DGLGraph:
+    """Every in-edge of ``dst``; sources are ``dst`` followed by the other in-neighbours.
+
+    Layers that normalise by source out-degree (``GraphConv(norm="both"/"left")``) read it
+    from the block; ``srcdata["mvs_scale"]`` then rescales each source row so that the block
+    degree cancels and the graph's degree takes its place (applied by the exchange hook).
+    """
     block = _in_edge_block(g, dst)
     if edge_weight is not None:
         block.edata[keys.EDGE_WEIGHTS] = g.edata[edge_weight][block.edata[EID].long()].float()
+    if aggregation is not None and not aggregation.exact_on_blocks:
+        graph_degree = g.out_degrees(block.srcdata[NID]).clamp(min=1).float()
+        ratio = block.out_degrees().clamp(min=1).float() / graph_degree
+        block.srcdata[keys.SCALE] = ratio.sqrt() if aggregation.kind == "both" else ratio
     return block
 
 
@@ -188,9 +199,6 @@ def _cv_block(
     """
     num = dst.numel()
     device = g.device
-    every_edge = fanout is None  # an exact layer in this layout: no history involved
-    if every_edge:
-        fanout = int(g.in_degrees(dst).max()) if num else 0
     position, src, eids, count = _draw_in_edges(g, dst, fanout, generator)
     position, src, eids = position.to(device), src.to(device), eids.to(device)
     below, copy_rows = _append_new(dst, src.to(dst.dtype))
@@ -201,15 +209,12 @@ def _cv_block(
     factor = aggregation.block_factor(count + 1.0)  # block in-degree: pseudo + drawn edges
     ratio = degree / count.clamp(min=1.0)
     copy_scale = coeff * ratio[position] / factor[position]
-    if every_edge:
-        pseudo = torch.zeros(num, 0, device=device)  # no history term: width checked by none
-    else:
-        # The pseudo row: S_v - d_v / s_v * sum_{drawn} c_uv hbar_u, over the layer's factor.
-        hbar = g.ndata[keys.snapshot_key(layer)]
-        total = g.ndata[keys.snapshot_agg_key(layer)][dst.long()].float()
-        drawn = hbar[src.long()].float() * (coeff * ratio[position])[:, None]
-        total = total.index_add(0, position, -drawn)
-        pseudo = (total / factor[:, None]).to(hbar.dtype)
+    # The pseudo row: S_v - d_v / s_v * sum_{drawn} c_uv hbar_u, over the layer's factor.
+    hbar = g.ndata[keys.snapshot_key(layer)]
+    total = g.ndata[keys.snapshot_agg_key(layer)][dst.long()].float()
+    drawn = hbar[src.long()].float() * (coeff * ratio[position])[:, None]
+    total = total.index_add(0, position, -drawn)
+    pseudo = (total / factor[:, None]).to(hbar.dtype)
     local = torch.arange(num, device=device)
     num_edges = src.numel()
     block = dgl.create_block(
@@ -247,23 +252,19 @@ def onehop_blocks(
 
     ``fanouts[l]`` is ``-1`` for an exact layer and ``s > 0`` for a control-variate layer
     with ``s`` sampled neighbours; ``fanouts[0]`` is ignored (the first layer reads the
-    precomputed aggregate).  Exact layers whose aggregation reads source degrees
-    (``GraphConv(norm="both")``) get every in-edge as its own source row, scaled to the
-    full-graph coefficients, in the control-variate layout without a history term.
+    precomputed aggregate).
     """
     g = check_graph(g)
     seeds = _check_seeds(g, seeds)
     blocks: list = []
     dst = seeds
     for layer in range(len(aggregations) - 1, 0, -1):
-        fanout = fanouts[layer]
-        if fanout < 0 and aggregations[layer].exact_on_blocks:
-            block = _exact_block(g, dst, edge_weight)
+        if fanouts[layer] < 0:
+            block = _exact_block(g, dst, edge_weight, aggregations[layer])
             dst = block.srcdata[NID]
-        else:  # control variates, or every edge as its own row (degrees from the graph)
+        else:
             block, dst = _cv_block(
-                g, dst, layer, fanout if fanout > 0 else None, aggregations[layer],
-                edge_weight, generator,
+                g, dst, layer, fanouts[layer], aggregations[layer], edge_weight, generator
             )
         blocks.insert(0, block)
     blocks.insert(0, _first_block(g, dst, aggregations[0], aggregates, edge_weight))
@@ -327,14 +328,15 @@ class _Exchange:
                 rows = src[keys.ROW][2 * num:].to(h.device)
                 scale = src[keys.SCALE][2 * num:].to(device=h.device, dtype=h.dtype)
                 pseudo = graph.dstdata[keys.PSEUDO].to(device=h.device, dtype=h.dtype)
-                if pseudo.shape[1] == 0:  # every edge is a fresh row: no history term
-                    pseudo = h.new_zeros((num,) + tuple(h.shape[1:]))
                 if pseudo.shape[1:] != h.shape[1:]:
                     raise ValueError(
                         f"layer {layer} input has width {tuple(h.shape[1:])} but its control-"
                         f"variate history has {tuple(pseudo.shape[1:])}"
                     )
                 new = torch.cat([h[:num], pseudo, h[rows] * scale[:, None]])
+            elif keys.SCALE in src:  # exact block of a layer that reads source degrees
+                scale = src[keys.SCALE].to(device=h.device, dtype=h.dtype)
+                new = h * scale.reshape((-1,) + (1,) * (h.dim() - 1))
             else:
                 return None
             if where == "arg":
@@ -407,11 +409,11 @@ class OneHopSampler(BlockSampler):
       numbers the aggregate rows ``num_nodes + v``, so indexing ``g.ndata`` with it fails.
     * Dropout on the raw input features (``SAGEConv(feat_drop=...)`` on the first layer)
       drops the aggregated features instead: move it after the first layer.
-    * ``GraphConv(norm="both")`` (and ``"left"``) read source degrees from the block.  On its
-      exact layers this sampler then gives every in-edge its own source row, scaled to the
-      full-graph normalisation, through forward pre-hooks on the layers (so pass the layer
-      modules); ``norm="none"`` with full-graph weights (``edge_weight="w"``,
-      ``g.edata["w"] = dgl_mvs.gcn_norm(g)``) needs no hook and computes fewer rows.
+    * ``GraphConv(norm="both")`` (and ``"left"``) read source out-degrees from the block, not
+      the graph.  On exact layers the sampler rescales each source row by
+      ``sqrt(block degree / graph degree)`` through a forward pre-hook it installs on the
+      layer (so pass the layer modules, not names); ``norm="none"`` with full-graph weights
+      (``edge_weight="w"``, ``g.edata["w"] = dgl_mvs.gcn_norm(g)``) needs no hook.
 
     Examples
     --------
@@ -499,6 +501,7 @@ class OneHopSampler(BlockSampler):
         self.model = None
         self._since_refresh = 0
         self.refresh_every = refresh_every
+        self.auto_refresh = True
         self.refreshed = 0
         if self.cv_layers and not isinstance(model, nn.Module):
             raise ValueError(
@@ -522,6 +525,19 @@ class OneHopSampler(BlockSampler):
     # ------------------------------------------------------------------ blocks
     def sample_blocks(self, g: DGLGraph, seed_nodes: Tensor, exclude_eids=None):
         """Blocks for ``seed_nodes`` (see the class notes)."""
+        seed_nodes = torch.as_tensor(seed_nodes)
+        if self.auto_refresh and torch.utils.data.get_worker_info() is None:
+            self.after_step(seed_nodes.numel())
+        return self.blocks(g, seed_nodes, exclude_eids)
+
+    def blocks(
+        self,
+        g: DGLGraph,
+        seed_nodes: Tensor,
+        exclude_eids=None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, Tensor, list]:
+        """``(input_nodes, output_nodes, blocks)`` for ``seed_nodes``, drawing with ``generator``."""
         if exclude_eids is not None:
             raise ValueError(
                 "OneHopSampler cannot exclude edges: its first layer reads aggregates over "
@@ -530,24 +546,25 @@ class OneHopSampler(BlockSampler):
         if g is not self.g and g.num_nodes() != self.g.num_nodes():
             raise ValueError("OneHopSampler was built for another graph")
         self.features.check()
-        self._maybe_refresh()
-        self._since_refresh += int(torch.as_tensor(seed_nodes).numel())
         return onehop_blocks(
-            self.g, torch.as_tensor(seed_nodes).to(self.g.device), self.aggregations,
-            self.fanouts, self.features, self.edge_weight, self._generator(),
+            self.g, seed_nodes.to(self.g.device), self.aggregations, self.fanouts,
+            self.features, self.edge_weight, generator,
         )
-
-    def _generator(self) -> torch.Generator | None:
-        return None
 
     def update_aggregates(self) -> None:
         """Recompute the first layer's aggregates after changing input features or weights."""
         self.features.update()
 
     # ------------------------------------------------------------------ snapshot
-    def _maybe_refresh(self) -> None:
-        if not self.cv_layers or torch.utils.data.get_worker_info() is not None:
+    def after_step(self, num_seeds: int) -> None:
+        """Count a step's seeds; refresh the snapshot when ``refresh_every`` seeds are reached.
+
+        Called by :meth:`sample_blocks` in the training process, or by
+        :class:`dgl_mvs.MVSSampler` after each step (``auto_refresh=False``).
+        """
+        if not self.cv_layers:
             return
+        self._since_refresh += int(num_seeds)
         every = self.refresh_every or max(1, self.g.num_nodes() // 2)
         if self._since_refresh >= every:
             self.refresh()

@@ -16,12 +16,13 @@ from torch import Tensor
 from . import keys
 from .blocks import check_graph, control_variate_blocks, exact_blocks, history_blocks
 from .draws import SystematicDraws, horvitz_thompson_weights, poisson_draw, systematic_draw
+from .onehop import OneHopSampler
 from .probabilities import mvs_probabilities
 from .scores import ScoreTable
 
 NID = dgl.NID
 _MASK64 = (1 << 64) - 1
-_BLOCK_KINDS = ("history", "cv", "exact")
+_BLOCK_KINDS = ("onehop", "history", "cv", "exact")
 
 __all__ = ["MVSSampler"]
 
@@ -91,7 +92,10 @@ def _block_choice(
     blocks: str | BlockSampler, fanouts: Sequence[int] | None, num_layers: int | None
 ) -> tuple[str, BlockSampler | None, int | None]:
     """(kind, custom block sampler or None, number of layers) for the ``blocks`` argument."""
-    if isinstance(blocks, BlockSampler):
+    if isinstance(blocks, OneHopSampler):
+        kind, custom = "onehop", blocks
+        num_layers = len(blocks.aggregations)
+    elif isinstance(blocks, BlockSampler):
         kind, custom = "custom", blocks
     elif blocks in _BLOCK_KINDS:
         kind, custom = blocks, None
@@ -252,9 +256,10 @@ class MVSSampler(BlockSampler):
         batch_size: int,
         num_layers: int | None = None,
         *,
-        blocks: str | BlockSampler = "history",
+        model: object = None,
+        blocks: str | BlockSampler = "onehop",
         fanouts: Sequence[int] | None = None,
-        checkpoint_every: int = 3,
+        checkpoint_every: int | None = None,
         pool_ratio: float | None = None,
         probabilities: str = "frozen",
         draw: str = "systematic",
@@ -268,22 +273,54 @@ class MVSSampler(BlockSampler):
         prefetch_edge_feats: Sequence[str] | None = None,
         output_device: torch.device | str | None = None,
     ):
-        super().__init__(
-            prefetch_node_feats=prefetch_node_feats,
-            prefetch_labels=prefetch_labels,
-            prefetch_edge_feats=prefetch_edge_feats,
-            output_device=output_device,
-        )
         check_graph(g)
         self.train_nids = _train_ids(g, train_nids)
         num_train = self.train_nids.numel()
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        if not isinstance(checkpoint_every, int) or checkpoint_every < 1:
+        if blocks == "onehop":
+            if model is None:
+                raise ValueError(
+                    "MVSSampler's default blocks (exact one-hop blocks over a precomputed first "
+                    "layer) read how the model's layers aggregate: pass model=model (its layers "
+                    "in model.layers, as in DGL's examples), or blocks='history' / 'cv' / "
+                    "'exact' / a DGL block sampler with num_layers"
+                )
+            blocks = OneHopSampler(
+                g, model, fanouts, edge_weight=edge_weight,
+                prefetch_node_feats=prefetch_node_feats,
+            )
+            fanouts = None
+        onehop = isinstance(blocks, OneHopSampler)
+        if onehop:
+            blocks.auto_refresh = False  # refreshed from update_scores, in this process
+            if checkpoint_every is not None or pool_ratio is not None:
+                raise ValueError(
+                    "one-hop blocks need no checkpoint steps: checkpoint_every (K) and "
+                    "pool_ratio apply to blocks='history', 'cv' and 'exact'"
+                )
+        elif checkpoint_every is None:
+            checkpoint_every = 3
+        if not onehop and (not isinstance(checkpoint_every, int) or checkpoint_every < 1):
             raise ValueError(
                 f"checkpoint_every (K) must be a positive integer, got {checkpoint_every!r}"
             )
-        self.pool_size = _pool_size(num_train, batch_size, checkpoint_every, pool_ratio)
+        # The block sampler fills the first block's input features itself (aggregated).
+        super().__init__(
+            prefetch_node_feats=None if onehop else prefetch_node_feats,
+            prefetch_labels=prefetch_labels,
+            prefetch_edge_feats=prefetch_edge_feats,
+            output_device=output_device,
+        )
+        self.has_checkpoints = not onehop
+        if onehop:
+            self.pool_size = num_train
+            # p is recomputed from the score table once per interval of this many steps, so
+            # that about a tenth of the training set has new scores each time.
+            self.interval = max(1, math.ceil(num_train / (10 * batch_size)))
+        else:
+            self.pool_size = _pool_size(num_train, batch_size, checkpoint_every, pool_ratio)
+            self.interval = checkpoint_every
         if batch_size > self.pool_size:
             # Every pool node is then drawn with probability 1: a full-pool batch.
             warnings.warn(
@@ -302,6 +339,8 @@ class MVSSampler(BlockSampler):
             blocks, fanouts, num_layers
         )
         _check_keys(g, prefetch_node_feats, prefetch_labels, prefetch_edge_feats, edge_weight)
+        if self.block_kind == "onehop":
+            fanouts = self.block_sampler.fanouts
 
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
         self.rank = torch.distributed.get_rank() if distributed else 0
@@ -310,6 +349,7 @@ class MVSSampler(BlockSampler):
         self.num_layers = num_layers
         self.fanouts = list(fanouts) if fanouts else None
         self.checkpoint_every = checkpoint_every
+        self.model = model
         self.pool_ratio = pool_ratio
         self.probabilities = probabilities
         self.draw = draw
@@ -409,8 +449,8 @@ class MVSSampler(BlockSampler):
         return self.epoch * count + position
 
     def is_checkpoint(self, step: int) -> bool:
-        """Whether global step ``step`` is a checkpoint step."""
-        return step % self.checkpoint_every == 0
+        """Whether global step ``step`` is a checkpoint step (never, with one-hop blocks)."""
+        return self.has_checkpoints and step % self.interval == 0
 
     def is_checkpoint_batch(self, blocks: Sequence) -> bool:
         """Whether ``blocks`` (from this sampler's DataLoader) are a checkpoint step's.
@@ -425,6 +465,8 @@ class MVSSampler(BlockSampler):
 
     def pool(self, interval: int) -> Tensor:
         """The uniform pool ``V_S`` of checkpoint interval ``interval`` (deterministic)."""
+        if not self.has_checkpoints:
+            return self.train_nids
         cached = self._pool_cache
         if cached is not None and cached[0] == interval:
             return cached[1]
@@ -455,7 +497,10 @@ class MVSSampler(BlockSampler):
         cached = self._draw_cache
         if cached is not None and cached[0] == interval:
             return cached[1], cached[2]
-        probs, frozen = self._frozen_probabilities(interval, pool)
+        if self.has_checkpoints:
+            probs, frozen = self._frozen_probabilities(interval, pool)
+        else:  # no checkpoint to wait for: the scores written so far
+            probs, frozen = self._pool_probabilities(pool), True
         drawer = None
         if self.draw == "systematic":
             drawer = SystematicDraws(probs, _generator(self.seed, self.rank, interval, 4))
@@ -476,7 +521,7 @@ class MVSSampler(BlockSampler):
         self._warn_once(
             f"interval-{interval}",
             f"no scores were written for the checkpoint of interval {interval} (step "
-            f"{interval * self.checkpoint_every}); drawing from the score table as it is. Call "
+            f"{interval * self.interval}); drawing from the score table as it is. Call "
             "sampler.update_scores(blocks, scores) after every step.",
         )
         return self._pool_probabilities(pool), False
@@ -495,7 +540,11 @@ class MVSSampler(BlockSampler):
         step = self.global_step(int(indices[0]))
         seeds, weights = self.draw_step(step)
         seeds = seeds.to(g.idtype)
-        if self.is_checkpoint(step) and self.block_kind != "custom":
+        if self.block_kind == "onehop":
+            result = self.block_sampler.blocks(
+                g, seeds, exclude_eids, generator=_generator(self.seed, self.rank, step, 3)
+            )
+        elif self.is_checkpoint(step) and self.block_kind != "custom":
             result = exact_blocks(g, seeds, self.num_layers, self.edge_weight)
         elif self.block_kind == "history":
             result = history_blocks(g, seeds, self.num_layers, self.edge_weight)
@@ -524,7 +573,7 @@ class MVSSampler(BlockSampler):
 
     def draw_step(self, step: int) -> tuple[Tensor, Tensor]:
         """Seeds and Horvitz-Thompson weights of global step ``step``."""
-        interval = step // self.checkpoint_every
+        interval = step // self.interval
         pool = self.pool(interval)
         if self.is_checkpoint(step):
             weights = torch.full((pool.numel(),), 1.0 / pool.numel(), dtype=torch.float64)
@@ -573,8 +622,10 @@ class MVSSampler(BlockSampler):
                 "start of every epoch, otherwise every epoch repeats the same pools and draws",
             )
         self._last_updated_step = max(self._last_updated_step, step)
+        if self.block_kind == "onehop":
+            self.block_sampler.after_step(nodes.numel())
         if self.is_checkpoint(step) and self.probabilities == "frozen":
-            interval = step // self.checkpoint_every
+            interval = step // self.interval
             self._frozen_p.copy_(self._pool_probabilities(self.pool(interval)).cpu())
             # Publish the interval only once p is written: workers poll it.
             self._frozen_interval[0] = interval

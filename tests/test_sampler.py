@@ -7,6 +7,7 @@ import torch
 import torch.multiprocessing as mp
 
 import dgl_mvs
+from dgl.nn import SAGEConv
 from conftest import random_graph
 from test_blocks import check_contract
 
@@ -15,7 +16,8 @@ WEIGHT, STEP = dgl_mvs.keys.WEIGHT, dgl_mvs.keys.STEP
 
 
 def make_sampler(g, **kwargs):
-    options = dict(batch_size=16, num_layers=2, checkpoint_every=5, pool_ratio=0.4, seed=0)
+    options = dict(batch_size=16, num_layers=2, blocks="history", checkpoint_every=5,
+                   pool_ratio=0.4, seed=0)
     options.update(kwargs)
     return dgl_mvs.MVSSampler(g, torch.arange(200), **options)
 
@@ -244,24 +246,42 @@ def test_errors(graph):
     with pytest.raises(ValueError, match="batch_size"):
         dgl_mvs.MVSSampler(graph, train, batch_size=2.5, num_layers=2)
     with pytest.warns(RuntimeWarning, match="whole pool"):
-        big = dgl_mvs.MVSSampler(graph, train, batch_size=50, num_layers=2, pool_ratio=0.1)
+        big = dgl_mvs.MVSSampler(graph, train, batch_size=50, num_layers=2, blocks="history",
+                                 pool_ratio=0.1)
     assert big.batch_size == big.pool_size == 20
     with pytest.raises(ValueError, match="needs num_layers"):
-        dgl_mvs.MVSSampler(graph, train, batch_size=10)
+        dgl_mvs.MVSSampler(graph, train, batch_size=10, blocks="history")
+    with pytest.raises(ValueError, match="pass model=model"):  # the default blocks need it
+        dgl_mvs.MVSSampler(graph, train, batch_size=10, num_layers=2)
+    layers = torch.nn.ModuleList([SAGEConv(12, 8, "mean"), SAGEConv(8, 3, "mean")])
+    with pytest.raises(ValueError, match="need no checkpoint steps"):
+        dgl_mvs.MVSSampler(graph, train, batch_size=10, model=layers, checkpoint_every=3,
+                           prefetch_node_feats=["feat"])
+    with pytest.raises(ValueError, match="prefetch_node_feats"):
+        dgl_mvs.MVSSampler(graph, train, batch_size=10, model=layers)
     with pytest.raises(ValueError, match="fanouts"):
         dgl_mvs.MVSSampler(graph, train, batch_size=10, blocks="cv")
     with pytest.raises(ValueError, match="blocks must be"):
         dgl_mvs.MVSSampler(graph, train, batch_size=10, num_layers=2, blocks="magic")
     with pytest.raises(ValueError, match="duplicate"):
-        dgl_mvs.MVSSampler(graph, torch.tensor([1, 1, 2]), batch_size=1, num_layers=2)
+        dgl_mvs.MVSSampler(graph, torch.tensor([1, 1, 2]), batch_size=1, num_layers=2,
+                           blocks="history")
     with pytest.raises(KeyError, match="prefetch_node_feats"):
-        dgl_mvs.MVSSampler(graph, train, batch_size=10, num_layers=2,
+        dgl_mvs.MVSSampler(graph, train, batch_size=10, num_layers=2, blocks="history",
+                           prefetch_node_feats=["missing"])
+    with pytest.raises(KeyError, match="'missing' is not in g.ndata"):
+        dgl_mvs.MVSSampler(graph, train, batch_size=10, model=layers,
                            prefetch_node_feats=["missing"])
     with pytest.raises(KeyError, match="not in g.edata"):
-        dgl_mvs.MVSSampler(graph, train, batch_size=10, num_layers=2, edge_weight="nope")
+        dgl_mvs.MVSSampler(graph, train, batch_size=10, num_layers=2, blocks="history",
+                           edge_weight="nope")
+    with pytest.raises(KeyError, match="not in g.edata"):
+        dgl_mvs.MVSSampler(graph, train, batch_size=10, model=layers, edge_weight="nope",
+                           prefetch_node_feats=["feat"])
     hetero = dgl.heterograph({("a", "r", "b"): (torch.tensor([0]), torch.tensor([0]))})
     with pytest.raises(ValueError, match="homogeneous"):
-        dgl_mvs.MVSSampler(hetero, torch.tensor([0]), batch_size=1, num_layers=2)
+        dgl_mvs.MVSSampler(hetero, torch.tensor([0]), batch_size=1, num_layers=2,
+                           blocks="history")
 
     sampler = make_sampler(graph)
     loader = dgl.dataloading.DataLoader(graph, sampler.step_ids(), sampler, batch_size=2)

@@ -65,7 +65,8 @@ def build(num_nodes=400, hidden=16, widths=None, train=None, optimizer="adam",
     model = GNN("sage", 12, hidden, 5, 2, dropout=0.5)
     history = dgl_mvs.History(g, widths or [hidden])
     history.attach(model.layers)
-    options = dict(batch_size=16, num_layers=2, checkpoint_every=K, pool_ratio=0.5, seed=7,
+    options = dict(batch_size=16, num_layers=2, blocks="history", checkpoint_every=K,
+                   pool_ratio=0.5, seed=7,
                    probabilities=probabilities,
                    prefetch_node_feats=["feat"], prefetch_labels=["label"])
     options.update(sampler_kwargs)

@@ -36,7 +36,8 @@ def test_weighted_loss_is_unbiased_in_the_loop():
     history = dgl_mvs.History(g, [32])
     history.attach(model.layers)
     sampler = dgl_mvs.MVSSampler(
-        g, train, batch_size=24, num_layers=2, checkpoint_every=100_000, pool_ratio=0.5,
+        g, train, batch_size=24, num_layers=2, blocks="history", checkpoint_every=100_000,
+        pool_ratio=0.5,
         prefetch_node_feats=["feat"], prefetch_labels=["label"], steps_per_epoch=1201,
     )
     loader = dgl.dataloading.DataLoader(g, sampler.step_ids(), sampler)
