@@ -8,20 +8,25 @@ The pieces, each in its own module:
   :class:`ScoreTable`: per-node gradient-norm scores, kept in ``g.ndata``;
 - :func:`history_blocks`, :func:`control_variate_blocks`, :func:`exact_blocks`: DGL blocks;
 - :class:`History`: history embeddings in ``g.ndata``, exchanged with ``dgl.nn`` layers;
-- :class:`MVSSampler`: the sampler for ``dgl.dataloading.DataLoader``;
+- :class:`MVSSampler`: the sampler for ``dgl.dataloading.DataLoader``; by default its blocks
+  are :class:`OneHopSampler`'s (a precomputed first layer, exact or control-variate layers
+  above: :mod:`dgl_mvs.onehop`, :mod:`dgl_mvs.aggregation`);
+- :func:`gradient_variance`: is importance sampling paying off (:mod:`dgl_mvs.diagnostics`);
 - :mod:`dgl_mvs.nn`: control-variate layers; :mod:`dgl_mvs.data`: datasets.
 """
 from ._stack import check_stack, stack_versions
 
 check_stack()
 
-from . import data, keys, nn, training  # noqa: E402
+from . import aggregation, data, diagnostics, keys, nn, training  # noqa: E402
 from .block_samplers import ControlVariateSampler, ExactSampler, HistorySampler  # noqa: E402
 from .blocks import control_variate_blocks, exact_blocks, history_blocks  # noqa: E402
 from .draws import horvitz_thompson_weights, poisson_draw, systematic_draw  # noqa: E402
 from .checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from .history import History  # noqa: E402
+from .diagnostics import gradient_variance  # noqa: E402
 from .normalization import gcn_norm, mean_norm  # noqa: E402
+from .onehop import OneHopSampler  # noqa: E402
 from .probabilities import mvs_probabilities  # noqa: E402
 from .sampler import MVSSampler  # noqa: E402
 from .scores import (  # noqa: E402
@@ -54,6 +59,8 @@ __all__ = [
     "exact_blocks",
     "History",
     "MVSSampler",
+    "OneHopSampler",
+    "gradient_variance",
     "HistorySampler",
     "ExactSampler",
     "ControlVariateSampler",

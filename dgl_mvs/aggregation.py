@@ -11,7 +11,7 @@ them on a graph (:func:`aggregate`, :class:`FeatureAggregates`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import dgl.function as fn
@@ -62,7 +62,7 @@ class Aggregation:
 
     kind: str
     self_term: bool = True
-    source: str = ""
+    source: str = field(default="", compare=False)
 
     def __post_init__(self):
         kind = _ALIASES.get(self.kind, self.kind)

@@ -522,6 +522,18 @@ class OneHopSampler(BlockSampler):
         if self.cv_layers:
             self.refresh()
 
+    def rows_per_seed(self) -> float:
+        """Expected first-layer rows per seed node (the cost unit of the schedules).
+
+        ``E / N + 1`` per exact layer above the first, ``fanout + 1`` per control-variate
+        layer, ignoring the overlap between seeds' neighbourhoods.
+        """
+        mean_degree = self.g.num_edges() / max(1, self.g.num_nodes())
+        rows = 1.0
+        for fanout in self.fanouts[1:]:
+            rows *= (mean_degree if fanout < 0 else min(fanout, mean_degree)) + 1.0
+        return rows
+
     # ------------------------------------------------------------------ blocks
     def sample_blocks(self, g: DGLGraph, seed_nodes: Tensor, exclude_eids=None):
         """Blocks for ``seed_nodes`` (see the class notes)."""

@@ -11,14 +11,14 @@ import dgl
 import torch
 from dgl import DGLGraph
 from dgl.dataloading import BlockSampler
-from torch import Tensor
+from torch import Tensor, nn
 
 from . import keys
 from .blocks import check_graph, control_variate_blocks, exact_blocks, history_blocks
 from .draws import SystematicDraws, horvitz_thompson_weights, poisson_draw, systematic_draw
 from .onehop import OneHopSampler
 from .probabilities import mvs_probabilities
-from .scores import ScoreTable
+from .scores import ScoreTable, bce_grad_norm, cross_entropy_grad_norm
 
 NID = dgl.NID
 _MASK64 = (1 << 64) - 1
@@ -263,11 +263,13 @@ class MVSSampler(BlockSampler):
         pool_ratio: float | None = None,
         probabilities: str = "frozen",
         draw: str = "systematic",
-        uniform_mix: float = 0.0,
+        uniform_mix: float | None = None,
         edge_weight: str | None = None,
         steps_per_epoch: int | None = None,
         seed: int = 0,
         score_timeout: float = 60.0,
+        score_every: int | None = None,
+        multilabel: bool = False,
         prefetch_node_feats: Sequence[str] | None = None,
         prefetch_labels: Sequence[str] | None = None,
         prefetch_edge_feats: Sequence[str] | None = None,
@@ -333,6 +335,10 @@ class MVSSampler(BlockSampler):
             raise ValueError(f"probabilities must be 'frozen' or 'step', got {probabilities!r}")
         if draw not in ("systematic", "poisson"):
             raise ValueError(f"draw must be 'systematic' or 'poisson', got {draw!r}")
+        if uniform_mix is None:
+            # A tenth of uniform bounds the weights at 10x the uniform weight: importance
+            # weights with heavy tails upset Adam more than their variance suggests.
+            uniform_mix = 0.1 if onehop else 0.0
         if not 0.0 <= uniform_mix <= 1.0:
             raise ValueError(f"uniform_mix must be in [0, 1], got {uniform_mix}")
         self.block_kind, self.block_sampler, num_layers = _block_choice(
@@ -348,6 +354,12 @@ class MVSSampler(BlockSampler):
         self.batch_size = batch_size
         self.num_layers = num_layers
         self.fanouts = list(fanouts) if fanouts else None
+        self.g = g
+        self.multilabel = bool(multilabel)
+        self.label_key = list(prefetch_labels)[0] if prefetch_labels else "label"
+        self.step_scores = True
+        self._since_scores = 0
+        self.input_feature = list(prefetch_node_feats)[0] if prefetch_node_feats else "feat"
         self.checkpoint_every = checkpoint_every
         self.model = model
         self.pool_ratio = pool_ratio
@@ -362,6 +374,15 @@ class MVSSampler(BlockSampler):
         self.steps_per_epoch = math.ceil(self.steps_per_epoch / self.world_size) * self.world_size
         self.seed = int(seed)
         self.score_timeout = score_timeout
+        if score_every is not None and (
+            isinstance(score_every, bool) or not isinstance(score_every, int) or score_every < 0
+        ):
+            raise ValueError(f"score_every must be a non-negative integer, got {score_every!r}")
+        self.score_every = 0
+        if onehop:
+            self.score_every = (
+                score_every if score_every is not None else self._default_score_every()
+            )
 
         self.scores = ScoreTable(g, key=keys.SCORE)
         # State that worker processes must see change: shared memory (CPU graphs).
@@ -377,6 +398,18 @@ class MVSSampler(BlockSampler):
         self._draw_cache: tuple | None = None
         self._warned: set[str] = set()
         self._last_updated_step = -1
+
+    def _default_score_every(self) -> int:
+        """Steps between score refreshes, so that refreshing costs about a tenth of training.
+
+        A refresh is a forward pass (about a third of a training step's work per row) over
+        the rows that all training nodes reach, at most the whole graph; a step trains on
+        the rows its batch reaches.  Both are counted with the block sampler's rows per seed.
+        """
+        per_seed = self.block_sampler.rows_per_seed()
+        refresh_rows = min(float(self.g.num_nodes()), self.train_nids.numel() * per_seed)
+        steps = math.ceil(3.0 * refresh_rows / (self.batch_size * per_seed))
+        return max(1, min(self.steps_per_epoch, steps))
 
     # ------------------------------------------------------------------ schedule
     def step_ids(self) -> Tensor:
@@ -598,6 +631,33 @@ class MVSSampler(BlockSampler):
         weights = horvitz_thompson_weights(probs[picked.cpu()], pool.numel())
         return pool[picked], weights
 
+    def current_probabilities(self) -> Tensor:
+        """Probabilities of every training node under the score table as it is now."""
+        return mvs_probabilities(
+            self.scores.read(self.train_nids).double(), min(self.batch_size, self.pool_size),
+            uniform_mix=self.uniform_mix,
+        )
+
+    def blocks_for(
+        self, seeds: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor, list]:
+        """Blocks of this sampler's kind for ``seeds``, outside the schedule (diagnostics).
+
+        Input features are set only for one-hop blocks; for the other kinds index
+        ``g.ndata`` with the returned input nodes.
+        """
+        g = self.g
+        seeds = seeds.to(device=g.device, dtype=g.idtype)
+        if self.block_kind == "onehop":
+            return self.block_sampler.blocks(g, seeds, None, generator)
+        if self.block_kind == "history":
+            return history_blocks(g, seeds, self.num_layers, self.edge_weight)
+        if self.block_kind == "exact":
+            return exact_blocks(g, seeds, self.num_layers, self.edge_weight)
+        if self.block_kind == "cv":
+            return control_variate_blocks(g, seeds, self.fanouts, self.edge_weight, generator)
+        return self.block_sampler.sample_blocks(g, seeds)
+
     # ------------------------------------------------------------------ scores
     def update_scores(self, blocks: Sequence, scores: Tensor) -> None:
         """Write fresh scores of a step's output nodes; at checkpoints fix the next ``p``.
@@ -614,7 +674,8 @@ class MVSSampler(BlockSampler):
         nodes = blocks[-1].dstdata[NID].to(self.train_nids.device)
         if torch.is_tensor(scores):
             scores = scores.detach()
-        self.scores.write(nodes, torch.as_tensor(scores).to(self.train_nids.device))
+        if self.step_scores or not self.has_checkpoints and self.score_every == 0:
+            self.scores.write(nodes, torch.as_tensor(scores).to(self.train_nids.device))
         if step <= self._last_updated_step:
             self._warn_once(
                 "repeat",
@@ -624,11 +685,53 @@ class MVSSampler(BlockSampler):
         self._last_updated_step = max(self._last_updated_step, step)
         if self.block_kind == "onehop":
             self.block_sampler.after_step(nodes.numel())
+        if self.score_every and self.model is not None:
+            self._since_scores += 1
+            if self._since_scores >= self.score_every:
+                self.refresh_scores()
         if self.is_checkpoint(step) and self.probabilities == "frozen":
             interval = step // self.interval
             self._frozen_p.copy_(self._pool_probabilities(self.pool(interval)).cpu())
             # Publish the interval only once p is written: workers poll it.
             self._frozen_interval[0] = interval
+
+    @torch.no_grad()
+    def refresh_scores(self, model: nn.Module | None = None, chunk_size: int = 65536) -> None:
+        """Score every training node at the current weights (forward only, dropout off).
+
+        Runs the model on this sampler's blocks for all training nodes, in chunks, and writes
+        the closed-form gradient norm of each node's loss (cross-entropy, or binary
+        cross-entropy with ``multilabel=True``) to the score table.  Called every
+        ``score_every`` steps by :meth:`update_scores`; scores measured this way, all at
+        once, keep the probabilities close to the optimal ones, where per-step scores (each
+        node's last training forward) drift: see the README's variance measurements.
+        """
+        model = model if model is not None else self.model
+        if model is None:
+            raise ValueError("refresh_scores needs the model (MVSSampler(model=...))")
+        g = self.g
+        labels = g.ndata[self.label_key]
+        modules = [m for m in model.modules()]
+        modes = [m.training for m in modules]
+        model.eval()
+        gen = _generator(self.seed, self.rank, self._last_updated_step, 5)
+        try:
+            for chunk in self.train_nids.split(chunk_size):
+                input_nodes, out_nodes, blocks = self.blocks_for(chunk, gen)
+                x = blocks[0].srcdata[self.input_feature]
+                logits = model(blocks, x)
+                y = labels[out_nodes.long()].to(logits.device)
+                if self.multilabel:
+                    values = bce_grad_norm(logits, y.to(logits.dtype))
+                else:
+                    values = cross_entropy_grad_norm(logits, y)
+                self.scores.write(out_nodes.to(self.train_nids.device).long(),
+                                  values.to(self.train_nids.device))
+        finally:
+            for m, mode in zip(modules, modes):
+                m.train(mode)
+        self._since_scores = 0
+        self._draw_cache = None  # the next draw recomputes p from the new scores
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
