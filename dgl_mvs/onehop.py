@@ -662,6 +662,47 @@ class OneHopSampler(BlockSampler):
                 value.share_memory_()
             g.ndata[name] = value
 
+    # ------------------------------------------------------------------ state
+    def _snapshot_keys(self) -> list[str]:
+        return [
+            key for layer in range(1, max(self.cv_layers, default=0) + 1)
+            for key in (keys.snapshot_key(layer), keys.snapshot_agg_key(layer))
+        ]
+
+    def state_dict(self) -> dict:
+        """The snapshot (histories and their aggregations) and its schedule, CPU copies."""
+        snapshots = {
+            key: self.g.ndata[key].detach().to("cpu", copy=True) for key in self._snapshot_keys()
+        }
+        return {"since_refresh": self._since_refresh, "refreshed": self.refreshed,
+                "snapshots": snapshots}
+
+    def check_state_dict(self, state: dict) -> None:
+        """Raise ValueError naming what does not fit (nothing is changed)."""
+        if not isinstance(state, dict) or "snapshots" not in state:
+            raise ValueError("block sampler state must be a dict with 'snapshots'")
+        mine = set(self._snapshot_keys())
+        if set(state["snapshots"]) != mine:
+            raise ValueError(
+                f"block sampler state holds snapshots {sorted(state['snapshots'])}, this "
+                f"sampler keeps {sorted(mine)}"
+            )
+        for key, value in state["snapshots"].items():
+            live = self.g.ndata[key]
+            if not torch.is_tensor(value) or tuple(value.shape) != tuple(live.shape):
+                raise ValueError(
+                    f"snapshot {key!r} has shape {tuple(getattr(value, 'shape', ()))}, this "
+                    f"graph's has {tuple(live.shape)}"
+                )
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict` in place (shared tensors stay shared)."""
+        self.check_state_dict(state)
+        for key, value in state["snapshots"].items():
+            self.g.ndata[key].copy_(value)
+        self._since_refresh = int(state.get("since_refresh", 0))
+        self.refreshed = int(state.get("refreshed", 0))
+
     def __repr__(self) -> str:
         kinds = [a.kind for a in self.aggregations]
         return f"OneHopSampler(aggregations={kinds}, fanouts={self.fanouts})"

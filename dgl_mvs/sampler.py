@@ -758,6 +758,8 @@ class MVSSampler(BlockSampler):
             "frozen_interval": int(self._frozen_interval[0]),
             "frozen_p": self._frozen_p.detach().to("cpu", copy=True),
             "last_updated_step": self._last_updated_step,
+            "since_scores": self._since_scores,
+            "blocks": (self.block_sampler.state_dict() if self.block_kind == "onehop" else None),
         }
 
     def _config(self) -> dict:
@@ -771,6 +773,7 @@ class MVSSampler(BlockSampler):
             "probabilities": self.probabilities,
             "draw": self.draw,
             "uniform_mix": self.uniform_mix,
+            "score_every": self.score_every,
             "edge_weight": self.edge_weight,
             "steps_per_epoch": self.steps_per_epoch,
             "seed": self.seed,
@@ -824,6 +827,8 @@ class MVSSampler(BlockSampler):
         if int(state["next_step"]) < 0:
             raise ValueError(f"sampler state has a negative next step {state['next_step']}")
         self.scores._check_state_dict(state["scores"])
+        if self.block_kind == "onehop" and state.get("blocks") is not None:
+            self.block_sampler.check_state_dict(state["blocks"])
 
     def load_state_dict(self, state: dict) -> None:
         """Restore :meth:`state_dict`; a mismatch raises ValueError and changes nothing.
@@ -843,5 +848,8 @@ class MVSSampler(BlockSampler):
         self._frozen_p.copy_(state["frozen_p"])
         self._frozen_interval[0] = int(state["frozen_interval"])
         self._last_updated_step = int(state["last_updated_step"])
+        self._since_scores = int(state.get("since_scores", 0))
+        if self.block_kind == "onehop" and state.get("blocks") is not None:
+            self.block_sampler.load_state_dict(state["blocks"])
         self._pool_cache = None
         self._draw_cache = None

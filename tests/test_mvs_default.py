@@ -1,0 +1,173 @@
+"""MVSSampler's default (one-hop blocks, importance-sampled seeds) in DGL's DataLoader."""
+import os
+
+import dgl
+import pytest
+import torch
+import torch.nn.functional as F
+
+import dgl_mvs
+from conftest import random_graph
+from test_onehop import Model
+
+FEATS = dict(prefetch_node_feats=["feat"], prefetch_labels=["label"])
+
+
+def _train(g, model, sampler, epochs=1, num_workers=0):
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    steps = []
+    for epoch in range(epochs):
+        sampler.set_epoch(epoch)
+        loader = dgl.dataloading.DataLoader(g, sampler.step_ids(), sampler,
+                                            num_workers=num_workers)
+        for _, output_nodes, blocks in loader:
+            logits = model(blocks, blocks[0].srcdata["feat"])
+            labels = blocks[-1].dstdata["label"]
+            w = blocks[-1].dstdata["mvs_weight"]
+            loss = (w * F.cross_entropy(logits, labels, reduction="none")).sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sampler.update_scores(blocks, dgl_mvs.cross_entropy_grad_norm(logits, labels))
+            steps.append(int(blocks[-1].dstdata["mvs_step"][0]))
+    return steps
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_default_trains_in_the_dataloader(num_workers):
+    g = random_graph()
+    torch.manual_seed(0)
+    model = Model("sage", 2, dropout=0.5)
+    sampler = dgl_mvs.MVSSampler(g, torch.arange(200), 16, model=model, **FEATS)
+    assert sampler.block_kind == "onehop" and not sampler.has_checkpoints
+    assert sampler.uniform_mix == 0.1
+    steps = _train(g, model, sampler, epochs=2, num_workers=num_workers)
+    assert steps == list(range(2 * sampler.steps_per_epoch))
+    # Score refreshes scored every training node and nothing else.
+    assert bool(sampler.scores.written(torch.arange(200)).all())
+    assert not bool(sampler.scores.written(torch.arange(200, 400)).any())
+
+
+def test_weighted_loss_is_unbiased_for_the_mean_training_loss():
+    """sum_i w_i loss_i over MVS draws averages to the mean loss over the training set."""
+    g = random_graph()
+    torch.manual_seed(0)
+    model = Model("sage", 2).eval()
+    train = torch.arange(0, 400, 2)
+    sampler = dgl_mvs.MVSSampler(g, train, 16, model=model, score_every=0, **FEATS)
+    skewed = (train.double() * 7919 % 101) / 10 + 0.05
+    sampler.scores.write(train, skewed.float())  # far from uniform probabilities
+    with torch.no_grad():
+        full = model([g, g], g.ndata["feat"])
+        exact = F.cross_entropy(full[train], g.ndata["label"][train]).item()
+        estimates = []
+        for step in range(600):
+            seeds, weights = sampler.draw_step(step)
+            _, _, blocks = sampler.blocks_for(seeds)
+            logits = model(blocks, blocks[0].srcdata["feat"])
+            losses = F.cross_entropy(logits, g.ndata["label"][seeds.long()], reduction="none")
+            estimates.append(float((weights.float() * losses).sum()))
+    estimates = torch.tensor(estimates, dtype=torch.float64)
+    sem = estimates.std() / len(estimates) ** 0.5
+    assert abs(estimates.mean() - exact) < 4 * sem, (estimates.mean(), exact, sem)
+    probs = sampler.current_probabilities()
+    assert probs.max() / probs.min() > 5  # importance sampling did happen
+
+
+def test_score_refresh_schedule_and_cost_rule():
+    g = random_graph()
+    model = Model("sage", 2)
+    sampler = dgl_mvs.MVSSampler(g, torch.arange(200), 16, model=model, score_every=5, **FEATS)
+    sampler.step_scores = False  # only refreshes write scores
+    sampler.set_epoch(0)
+    loader = dgl.dataloading.DataLoader(g, sampler.step_ids(), sampler)
+    for i, (_, _, blocks) in enumerate(loader):
+        logits = model(blocks, blocks[0].srcdata["feat"])
+        sampler.update_scores(blocks, torch.zeros(logits.shape[0]))
+        written = bool(sampler.scores.written(torch.arange(200)).all())
+        assert written == (i >= 4), i
+    default = dgl_mvs.MVSSampler(g, torch.arange(200), 16, model=model, **FEATS)
+    assert 1 <= default.score_every <= default.steps_per_epoch
+
+
+def test_checkpoint_resume_is_bit_identical(tmp_path):
+    """Save after epoch 0, load into fresh objects, train epoch 1: the same as no stop."""
+
+    def build():
+        g = random_graph()
+        torch.manual_seed(0)
+        model = Model("sage", 2, dropout=0.5)
+        sampler = dgl_mvs.MVSSampler(g, torch.arange(200), 16, model=model, fanouts=[-1, 2],
+                                     seed=3, **FEATS)
+        sampler.block_sampler.refresh_every = 40  # refreshes inside the epochs
+        opt = torch.optim.Adam(model.parameters(), lr=0.01)
+        return g, model, sampler, opt
+
+    def epoch(g, model, sampler, opt, number):
+        sampler.set_epoch(number)
+        seeds = []
+        loader = dgl.dataloading.DataLoader(g, sampler.step_ids(), sampler,
+                                            generator=torch.Generator())
+        for _, output_nodes, blocks in loader:
+            logits = model(blocks, blocks[0].srcdata["feat"])
+            labels = blocks[-1].dstdata["label"]
+            loss = (blocks[-1].dstdata["mvs_weight"]
+                    * F.cross_entropy(logits, labels, reduction="none")).sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sampler.update_scores(blocks, dgl_mvs.cross_entropy_grad_norm(logits, labels))
+            seeds.append(output_nodes)
+        return seeds
+
+    g, model, sampler, opt = build()
+    epoch(g, model, sampler, opt, 0)
+    path = tmp_path / "ckpt.pt"
+    dgl_mvs.save_checkpoint(path, model=model, optimizer=opt, sampler=sampler)
+    straight = epoch(g, model, sampler, opt, 1)
+
+    g2, model2, sampler2, opt2 = build()
+    dgl_mvs.load_checkpoint(path, model=model2, optimizer=opt2, sampler=sampler2)
+    resumed = epoch(g2, model2, sampler2, opt2, sampler2.epoch)
+    assert sampler2.block_sampler.refreshed == sampler.block_sampler.refreshed
+    assert len(straight) == len(resumed)
+    assert all(torch.equal(a, b) for a, b in zip(straight, resumed))
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, model2.state_dict()[key]), key
+    state = sampler.state_dict()
+    bad = dict(state, blocks=dict(state["blocks"], snapshots={}))
+    with pytest.raises(ValueError, match="snapshots"):
+        sampler2.load_state_dict(bad)
+
+
+def test_gradient_variance_diagnostic():
+    g = random_graph()
+    torch.manual_seed(0)
+    model = Model("sage", 2, dropout=0.5)
+    sampler = dgl_mvs.MVSSampler(g, torch.arange(200), 16, model=model, **FEATS)
+    _train(g, model, sampler, epochs=2)
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 7.0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = dgl_mvs.gradient_variance(sampler, model, repeats=6)
+    assert set(result) >= {"realised_ratio", "oracle_ratio", "sampler_ratio"}
+    # The optimal probabilities for the exact norms never do worse than uniform ones.
+    assert result["oracle_ratio"] <= 1.0 + 1e-9
+    assert result["realised_ratio"] > 0 and result["sampler_ratio"] > 0
+    assert model.training  # mode restored
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert all(bool((p.grad == 7.0).all()) for p in model.parameters())  # grads restored
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="workers fork")
+def test_control_variate_default_on_a_dense_graph():
+    """Mean degree above the rule's bound: the last layer uses control variates."""
+    g = dgl.rand_graph(300, 300 * 60)
+    g.ndata["feat"] = torch.randn(300, 12)
+    g.ndata["label"] = torch.randint(0, 5, (300,))
+    model = Model("gcn_both", 2)
+    sampler = dgl_mvs.MVSSampler(g, torch.arange(200), 16, model=model, **FEATS)
+    assert sampler.block_sampler.fanouts[1] == dgl_mvs.onehop.CV_FANOUT
+    steps = _train(g, model, sampler, epochs=1)
+    assert len(steps) == sampler.steps_per_epoch
+    assert sampler.block_sampler.refreshed >= 1
