@@ -383,6 +383,13 @@ class MVSSampler(BlockSampler):
             self.score_every = (
                 score_every if score_every is not None else self._default_score_every()
             )
+            if self.score_every and not (isinstance(model, nn.Module) and not isinstance(
+                    model, (nn.ModuleList, nn.Sequential))):
+                raise ValueError(
+                    "MVSSampler refreshes the scores of all training nodes with the model "
+                    "itself (called as model(blocks, x)): pass model=model, not its layers, "
+                    "or score_every=0 to use only the scores given to update_scores"
+                )
 
         self.scores = ScoreTable(g, key=keys.SCORE)
         # State that worker processes must see change: shared memory (CPU graphs).

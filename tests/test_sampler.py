@@ -6,8 +6,9 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-import dgl_mvs
 from dgl.nn import SAGEConv
+
+import dgl_mvs
 from conftest import random_graph
 from test_blocks import check_contract
 
@@ -259,6 +260,11 @@ def test_errors(graph):
                            prefetch_node_feats=["feat"])
     with pytest.raises(ValueError, match="prefetch_node_feats"):
         dgl_mvs.MVSSampler(graph, train, batch_size=10, model=layers)
+    with pytest.raises(ValueError, match="not its layers"):  # score refreshes run the model
+        dgl_mvs.MVSSampler(graph, train, batch_size=10, model=layers,
+                           prefetch_node_feats=["feat"])
+    assert dgl_mvs.MVSSampler(graph, train, batch_size=10, model=layers, score_every=0,
+                              prefetch_node_feats=["feat"]).score_every == 0
     with pytest.raises(ValueError, match="fanouts"):
         dgl_mvs.MVSSampler(graph, train, batch_size=10, blocks="cv")
     with pytest.raises(ValueError, match="blocks must be"):
