@@ -4,7 +4,8 @@
     python examples/node_classification.py --sampler neighbor    # DGL's NeighborSampler
     python examples/node_classification.py --dataset synthetic --num-nodes 100000 --model sage
 
-Samplers: ``mvs`` (importance-sampled seeds, history blocks, Algorithm 1), ``cv`` (VR-GCN
+Samplers: ``mvs`` (importance-sampled seeds; one-hop blocks by default, ``--blocks history``
+for the paper's Algorithm 1), ``cv`` (VR-GCN
 control variates with uniform seeds), and DGL's ``neighbor``, ``labor``, ``full`` (full-graph
 gradient descent), ``cluster_gcn`` and ``saint``.  Validation every epoch, early stopping on
 it, and the test metric from layer-wise full-graph inference with the best-validation weights.
@@ -96,10 +97,12 @@ def parse_args(argv=None):
                         "refresh histories and scores there, forward without grad (the "
                         "authors' code)")
     p.add_argument("--draw", choices=("systematic", "poisson"), default="systematic")
-    p.add_argument("--blocks", choices=("history", "cv", "exact", "neighbor", "labor"),
-                   default="history",
-                   help="mvs: blocks of the MVS steps; neighbor/labor keep DGL's sampled blocks "
-                        "(with --fanout) and only draw the seeds by importance")
+    p.add_argument("--blocks", choices=("onehop", "history", "cv", "exact", "neighbor", "labor"),
+                   default="onehop",
+                   help="mvs: blocks of the MVS steps: onehop (the default: precomputed first "
+                        "layer, exact or control-variate layers above), the paper's history "
+                        "blocks with checkpoints (history, cv, exact), or DGL's sampled blocks "
+                        "(neighbor/labor, with --fanout) with seeds drawn by importance")
     p.add_argument("--fanout", type=int, default=10, help="neighbor/labor: fanout per layer")
     p.add_argument("--cv-fanout", type=int, default=2, help="cv: sampled neighbours per layer")
     p.add_argument("--num-parts", type=int, default=None, help="cluster_gcn: partitions")
@@ -140,7 +143,7 @@ def load(args):
     return g, ds.num_classes, ds.multilabel
 
 
-def make_loader(args, g, train_nids, device):
+def make_loader(args, g, train_nids, device, model=None, multilabel=False):
     """The DataLoader (or None for full-graph training) and the MVS sampler if any."""
     L = args.layers
     feats = dict(prefetch_node_feats=["feat"], prefetch_labels=["label"])
@@ -153,6 +156,11 @@ def make_loader(args, g, train_nids, device):
             blocks = dgl.dataloading.NeighborSampler([args.fanout] * L)
         elif blocks == "labor":
             blocks = dgl.dataloading.LaborSampler([args.fanout] * L)
+        if blocks == "onehop":
+            sampler = dgl_mvs.MVSSampler(
+                g, train_nids, args.batch_size, model=model, probabilities=args.probabilities,
+                draw=args.draw, seed=args.seed, multilabel=multilabel, **feats)
+            return mvs_loader(g, sampler, common), sampler
         sampler = dgl_mvs.MVSSampler(
             g, train_nids, args.batch_size, L, blocks=blocks, fanouts=fanouts,
             checkpoint_every=args.K, pool_ratio=args.gamma, probabilities=args.probabilities,
@@ -221,7 +229,7 @@ def run(args) -> dict:
     # The hook applies dropout to hidden-layer inputs after the history exchange (for every
     # sampler alike), so that histories hold clean activations.
     history.attach(model.layers, dropout=args.dropout)
-    loader, sampler = make_loader(args, g, train_nids, device)
+    loader, sampler = make_loader(args, g, train_nids, device, model, multilabel)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     stopper = EarlyStopping(patience=args.patience)
     masks = {"val": g.ndata["val_mask"], "test": g.ndata["test_mask"]}

@@ -94,14 +94,25 @@ def test_example_mvs_block_variants(blocks):
     assert 0.0 <= result["test"] <= 1.0 and result["steps"] > 0
 
 
-def test_example_multilabel_and_gat():
+@pytest.mark.parametrize("model,blocks", [("gat", "history"), ("sage", "onehop")])
+def test_example_multilabel(model, blocks):
     args = node_classification.parse_args([
         "--dataset", "synthetic", "--num-nodes", "300", "--avg-degree", "6", "--multilabel",
-        "--num-classes", "3", "--feat-dim", "8", "--hidden", "16", "--model", "gat",
-        "--sampler", "mvs", "--batch-size", "16", "--epochs", "1", "--quiet",
+        "--num-classes", "3", "--feat-dim", "8", "--hidden", "16", "--model", model,
+        "--sampler", "mvs", "--blocks", blocks, "--batch-size", "16", "--epochs", "1",
+        "--quiet",
     ])
     result = node_classification.run(args)
     assert result["metric"] == "micro_f1" and 0.0 <= result["test"] <= 1.0
+
+
+def test_example_gat_needs_other_blocks():
+    args = node_classification.parse_args([
+        "--dataset", "synthetic", "--num-nodes", "300", "--model", "gat", "--sampler", "mvs",
+        "--epochs", "1", "--quiet",
+    ])
+    with pytest.raises(ValueError, match="attention.*blocks='history'"):
+        node_classification.run(args)
 
 
 def test_metric_and_early_stopping():
@@ -143,8 +154,8 @@ def test_example_checkpoint_and_resume_match_an_uninterrupted_run(tmp_path):
 def test_example_score_only_checkpoints_leave_the_parameters_alone():
     base = ["--dataset", "synthetic", "--num-nodes", "400", "--avg-degree", "6",
             "--num-classes", "3", "--feat-dim", "8", "--hidden", "16", "--model", "sage",
-            "--sampler", "mvs", "--batch-size", "32", "--dropout", "0", "--quiet",
-            "--checkpoint-steps", "score"]
+            "--sampler", "mvs", "--blocks", "history", "--batch-size", "32", "--dropout", "0",
+            "--quiet", "--checkpoint-steps", "score"]
 
     def run(*extra):
         return node_classification.run(node_classification.parse_args(base + list(extra)))
