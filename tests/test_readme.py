@@ -13,14 +13,23 @@ def test_readme_loop_runs():
     namespace: dict = {}
     exec(compile(code, str(README), "exec"), namespace)
     assert namespace["loss"].item() > 0
-    sampler = namespace["sampler"]
-    # Every checkpoint scores its whole pool: all pools of the 2 epochs are written.
-    steps = 2 * sampler.steps_per_epoch
-    intervals = range(-(-steps // sampler.checkpoint_every))
-    pools = torch.cat([sampler.pool(i) for i in intervals])
-    assert bool(sampler.scores.written(pools).all())
-    others = torch.nonzero(~namespace["g"].ndata["train_mask"]).squeeze(1)
-    assert not bool(sampler.scores.written(others).any())  # only training nodes are scored
+    sampler, g = namespace["sampler"], namespace["g"]
+    assert sampler.block_kind == "onehop"
+    # Score refreshes (at least one per epoch) scored every training node, and only those.
+    train = namespace["train_nids"]
+    assert bool(sampler.scores.written(train).all())
+    others = torch.nonzero(~g.ndata["train_mask"]).squeeze(1)
+    assert not bool(sampler.scores.written(others).any())
+
+
+def test_readme_diff_is_the_loop():
+    """The diff's added lines are the ones the runnable loop marks # MVS."""
+    text = README.read_text()
+    diff = re.findall(r"```diff\n(.*?)```", text, re.S)[0]
+    added = [line[1:].strip() for line in diff.splitlines() if line.startswith("+")]
+    assert any("MVSSampler(" in line for line in added)
+    assert any("update_scores" in line for line in added)
+    assert len([line for line in diff.splitlines() if line[:1] in "+-"]) <= 8
 
 
 def test_readme_commands_match_makefile_and_ci():
