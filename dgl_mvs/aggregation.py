@@ -129,7 +129,9 @@ def aggregation_of(layer: object) -> Aggregation:
         kind = layer._aggre_type
         if kind in ("mean", "gcn"):
             return Aggregation(kind, self_term=True, source=f"SAGEConv(aggregator_type={kind})")
-        raise ValueError(f"SAGEConv(aggregator_type={kind!r}) is not supported. {_NOT_LINEAR_HELP}")
+        raise ValueError(
+            f"SAGEConv(aggregator_type={kind!r}) is not supported. {_NOT_LINEAR_HELP}"
+        )
     if hasattr(layer, "_norm") and name.startswith("GraphConv"):
         return Aggregation(layer._norm, self_term=False, source=f"GraphConv(norm={layer._norm})")
     if hasattr(layer, "_aggregator_type") and name.startswith("GINConv"):
@@ -183,7 +185,7 @@ def aggregate(
     *,
     progress: bool | None = None,
 ) -> Tensor:
-    """Every node's aggregation of ``x`` over its in-neighbours in ``g``, with DGL's ``update_all``.
+    """Every node's aggregation of ``x`` over its in-neighbours, with DGL's ``update_all``.
 
     The same values as the layer's own aggregation on the full graph: for ``SAGEConv('mean')``
     the mean of ``x`` over in-neighbours, for ``GraphConv(norm='both')``
@@ -200,7 +202,8 @@ def aggregate(
     edge_weight : Tensor, optional
         ``(E,)`` weights ``w_uv`` multiplied into the messages.
     progress : bool, optional
-        Show a progress bar (default: when ``E * F`` exceeds 2**30).
+        Show a progress bar (default: when ``E * F`` exceeds 2**31, e.g. 20M edges and 128
+        features).
 
     Examples
     --------
@@ -226,8 +229,8 @@ def aggregate(
     reduce = fn.mean if kind == "mean" else fn.sum
     cols = max(1, (1 << 26) // max(1, g.num_edges()))  # bounds the per-chunk work and memory
     chunks = list(range(0, x.shape[1], cols))
-    if progress is None:
-        progress = False
+    if progress is None:  # a bar when the pass takes more than a moment
+        progress = g.num_edges() * x.shape[1] > (1 << 31)
     if progress:
         from tqdm.auto import tqdm
 
@@ -348,10 +351,22 @@ class FeatureAggregates:
             )
         self.update()
 
-    def rows(self, feature: str, nodes: Tensor) -> tuple[Tensor, Tensor]:
-        """(features, aggregations) of ``nodes``."""
+    def rows(self, feature: str, nodes: Tensor, with_features: bool = True) -> Tensor:
+        """``[features of nodes; aggregations of nodes]`` (or the aggregations alone).
+
+        ``index_select`` into one preallocated tensor: several times faster on the CPU than
+        advanced indexing followed by a concatenation.
+        """
         idx = nodes.long()
-        return self.g.ndata[feature][idx], self.g.ndata[self.key(feature)][idx]
+        agg = self.g.ndata[self.key(feature)]
+        if not with_features:
+            return torch.index_select(agg, 0, idx)
+        raw = self.g.ndata[feature]
+        num = idx.numel()
+        out = torch.empty((2 * num,) + tuple(raw.shape[1:]), dtype=raw.dtype, device=raw.device)
+        torch.index_select(raw, 0, idx, out=out[:num])
+        torch.index_select(agg.to(raw.dtype), 0, idx, out=out[num:])
+        return out
 
     def __repr__(self) -> str:
         return (

@@ -38,7 +38,8 @@ Examples
 ...     history = dgl_mvs.History(g, widths=[16])
 ...     _ = history.attach(layers)
 ...     sampler = dgl_mvs.MVSSampler(g, torch.arange(200), batch_size=32, num_layers=2,
-...         blocks="history", checkpoint_every=4, prefetch_node_feats=["feat"], prefetch_labels=["label"])
+...         blocks="history", checkpoint_every=4, prefetch_node_feats=["feat"],
+...         prefetch_labels=["label"])
 ...     opt = torch.optim.Adam(layers.parameters(), lr=0.01)
 ...     return g, layers, history, sampler, opt
 >>> def train(g, layers, sampler, opt, stop_after=None):

@@ -44,6 +44,10 @@ def _flat_grad(params: list[Tensor]) -> Tensor:
     ])
 
 
+def _ratio(value: float, reference: float) -> float:
+    return value / reference if reference > 0 else math.nan
+
+
 def _poisson_variance(probs: Tensor, norms: Tensor) -> float:
     """``sum (1 - p) / p g^2 / n^2``: the variance of the HT mean with independent draws."""
     n = norms.numel()
@@ -150,7 +154,6 @@ def gradient_variance(
         uniform_p = torch.full_like(exact, min(1.0, batch / n))
         oracle_p = mvs_probabilities(exact, batch)
         var_uniform = _poisson_variance(uniform_p, exact)
-        ratio = (lambda v: v / var_uniform if var_uniform > 0 else math.nan)
     finally:
         for p, grad in zip(params, saved):
             p.grad = grad
@@ -161,7 +164,7 @@ def gradient_variance(
         "realised_uniform": realised_uniform,
         "realised_ratio": realised_sampler / realised_uniform if realised_uniform > 0
         else math.nan,
-        "sampler_ratio": ratio(_poisson_variance(probs.double().cpu(), exact)),
-        "oracle_ratio": ratio(_poisson_variance(oracle_p, exact)),
+        "sampler_ratio": _ratio(_poisson_variance(probs.double().cpu(), exact), var_uniform),
+        "oracle_ratio": _ratio(_poisson_variance(oracle_p, exact), var_uniform),
     }
 

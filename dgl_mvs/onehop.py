@@ -155,8 +155,7 @@ def _first_block(
     block.dstdata[NID] = dst
     block.edata[EID] = torch.full((num,), -1, dtype=g.idtype, device=g.device)
     for feature in aggregates.features:
-        raw, agg = aggregates.rows(feature, dst)
-        block.srcdata[feature] = torch.cat([raw, agg]) if pair else agg
+        block.srcdata[feature] = aggregates.rows(feature, dst, with_features=pair)
     if edge_weight is not None:  # the weights are inside the aggregate already
         block.edata[keys.EDGE_WEIGHTS] = torch.ones(num, device=g.device)
     return block
@@ -211,8 +210,8 @@ def _cv_block(
     copy_scale = coeff * ratio[position] / factor[position]
     # The pseudo row: S_v - d_v / s_v * sum_{drawn} c_uv hbar_u, over the layer's factor.
     hbar = g.ndata[keys.snapshot_key(layer)]
-    total = g.ndata[keys.snapshot_agg_key(layer)][dst.long()].float()
-    drawn = hbar[src.long()].float() * (coeff * ratio[position])[:, None]
+    total = torch.index_select(g.ndata[keys.snapshot_agg_key(layer)], 0, dst.long()).float()
+    drawn = torch.index_select(hbar, 0, src.long()).float() * (coeff * ratio[position])[:, None]
     total = total.index_add(0, position, -drawn)
     pseudo = (total / factor[:, None]).to(hbar.dtype)
     local = torch.arange(num, device=device)
@@ -333,7 +332,7 @@ class _Exchange:
                         f"layer {layer} input has width {tuple(h.shape[1:])} but its control-"
                         f"variate history has {tuple(pseudo.shape[1:])}"
                     )
-                new = torch.cat([h[:num], pseudo, h[rows] * scale[:, None]])
+                new = torch.cat([h[:num], pseudo, torch.index_select(h, 0, rows) * scale[:, None]])
             elif keys.SCALE in src:  # exact block of a layer that reads source degrees
                 scale = src[keys.SCALE].to(device=h.device, dtype=h.dtype)
                 new = h * scale.reshape((-1,) + (1,) * (h.dim() - 1))
@@ -549,7 +548,7 @@ class OneHopSampler(BlockSampler):
         exclude_eids=None,
         generator: torch.Generator | None = None,
     ) -> tuple[Tensor, Tensor, list]:
-        """``(input_nodes, output_nodes, blocks)`` for ``seed_nodes``, drawing with ``generator``."""
+        """``(input_nodes, output_nodes, blocks)`` for ``seed_nodes``, drawn with ``generator``."""
         if exclude_eids is not None:
             raise ValueError(
                 "OneHopSampler cannot exclude edges: its first layer reads aggregates over "
@@ -650,7 +649,7 @@ class OneHopSampler(BlockSampler):
         key, agg_key = keys.snapshot_key(layer), keys.snapshot_agg_key(layer)
         total = aggregate(
             g, hbar, self.aggregations[layer],
-            g.edata[self.edge_weight] if self.edge_weight is not None else None,
+            g.edata[self.edge_weight] if self.edge_weight is not None else None, progress=False,
         )
         if key in g.ndata and g.ndata[key].shape == hbar.shape:
             g.ndata[key].copy_(hbar)  # in place: worker processes map the same memory
