@@ -3,7 +3,9 @@
 With ``dgl.dataloading.DataLoader(g, train_nids, sampler, batch_size=..., shuffle=True)`` these
 give uniform mini-batches with history blocks (MVS-GNN's inner loop without importance
 sampling) or with VR-GCN's control variates.  :class:`dgl_mvs.MVSSampler` draws the seeds by
-importance instead.
+importance instead.  Wrapped in :func:`dgl.dataloading.as_edge_prediction_sampler`, they leave
+the excluded edges (``exclude="self"``, ``"reverse_id"``, ...) out of every block, as DGL's
+``NeighborSampler`` does.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from typing import Sequence
 import torch
 from dgl import DGLGraph
 from dgl.dataloading import BlockSampler
+from torch import Tensor
 
 from .blocks import control_variate_blocks, exact_blocks, history_blocks
 
@@ -55,8 +58,12 @@ class HistorySampler(BlockSampler):
         self.num_layers = num_layers
         self.edge_weight = edge_weight
 
-    def sample_blocks(self, g: DGLGraph, seed_nodes, exclude_eids=None):
-        return history_blocks(g, seed_nodes, self.num_layers, self.edge_weight)
+    def sample_blocks(
+        self, g: DGLGraph, seed_nodes: Tensor, exclude_eids: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, list]:
+        return history_blocks(
+            g, seed_nodes, self.num_layers, self.edge_weight, exclude_eids=exclude_eids
+        )
 
 
 class ExactSampler(HistorySampler):
@@ -75,8 +82,12 @@ class ExactSampler(HistorySampler):
     4
     """
 
-    def sample_blocks(self, g: DGLGraph, seed_nodes, exclude_eids=None):
-        return exact_blocks(g, seed_nodes, self.num_layers, self.edge_weight)
+    def sample_blocks(
+        self, g: DGLGraph, seed_nodes: Tensor, exclude_eids: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, list]:
+        return exact_blocks(
+            g, seed_nodes, self.num_layers, self.edge_weight, exclude_eids=exclude_eids
+        )
 
 
 class ControlVariateSampler(BlockSampler):
@@ -116,5 +127,9 @@ class ControlVariateSampler(BlockSampler):
         self.fanouts = list(fanouts)
         self.edge_weight = edge_weight
 
-    def sample_blocks(self, g: DGLGraph, seed_nodes, exclude_eids=None):
-        return control_variate_blocks(g, seed_nodes, self.fanouts, self.edge_weight)
+    def sample_blocks(
+        self, g: DGLGraph, seed_nodes: Tensor, exclude_eids: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, list]:
+        return control_variate_blocks(
+            g, seed_nodes, self.fanouts, self.edge_weight, exclude_eids=exclude_eids
+        )

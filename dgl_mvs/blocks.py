@@ -8,7 +8,7 @@ layer computes; the other rows (the "halo") take their input from history.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import dgl
 import torch
@@ -71,14 +71,59 @@ def edge_weights_of(g: DGLGraph, key: str | None, eids: Tensor) -> Tensor | None
     return weights[eids.long()]
 
 
+def _check_exclude(g: DGLGraph, exclude_eids: object) -> Tensor | None:
+    """Sorted unique edge IDs to leave out of every block, or None when nothing is excluded.
+
+    Accepts what DGL's ``BlockSampler.sample_blocks`` may pass for a homogeneous graph: None,
+    a tensor or list of edge IDs, or a one-entry dict keyed by the graph's edge type.
+    """
+    if exclude_eids is None:
+        return None
+    if isinstance(exclude_eids, Mapping):
+        # as_edge_prediction_sampler passes a dict when the edge IDs were given as one.
+        if len(exclude_eids) > 1:
+            raise ValueError(
+                f"exclude_eids has {len(exclude_eids)} edge types but the graph is homogeneous"
+            )
+        if not exclude_eids:
+            return None
+        exclude_eids = next(iter(exclude_eids.values()))
+    if not torch.is_tensor(exclude_eids):
+        exclude_eids = torch.as_tensor(exclude_eids)
+    if exclude_eids.numel() == 0:
+        return None
+    if exclude_eids.dim() > 1:
+        raise ValueError(
+            f"exclude_eids must be a 1-D tensor of edge IDs, got shape {tuple(exclude_eids.shape)}"
+        )
+    if exclude_eids.is_floating_point() or exclude_eids.dtype == torch.bool:
+        raise TypeError(f"exclude_eids must hold integer edge IDs, got {exclude_eids.dtype}")
+    exclude_eids = exclude_eids.reshape(-1).to(device=g.device, dtype=torch.int64)
+    low, high = int(exclude_eids.min()), int(exclude_eids.max())
+    if low < 0 or high >= g.num_edges():
+        raise ValueError(
+            f"exclude_eids must lie in [0, {g.num_edges()}) (edge IDs of the graph), got IDs "
+            f"from {low} to {high}"
+        )
+    # Sorted and unique once per call, so each layer tests membership with a binary search
+    # (no O(num_edges) mask per batch on large graphs).
+    return torch.unique(exclude_eids).to(g.idtype)
+
+
 def _in_edge_block(
-    g: DGLGraph, dst_nodes: Tensor, with_edges: Tensor | None = None
+    g: DGLGraph,
+    dst_nodes: Tensor,
+    with_edges: Tensor | None = None,
+    *,
+    excluded: Tensor | None = None,
 ) -> dgl.DGLGraph:
     """Block over ``dst_nodes`` holding every in-edge of ``dst_nodes[with_edges]`` (all: None).
 
     Sources are the destinations followed by the other in-neighbours in ascending ID order.
     (``dgl.to_block`` orders those by thread scheduling on CPU, so the same batch could give
     differently ordered blocks and float sums from run to run; a seed must mean one run.)
+    ``excluded`` (sorted unique edge IDs of ``g``, from :func:`_check_exclude`) are left out,
+    and so are the in-neighbours reached only through them.
     """
     num_dst = dst_nodes.numel()
     if with_edges is None:
@@ -87,6 +132,11 @@ def _in_edge_block(
     src, _, eids = g.in_edges(targets, form="all")
     # in_edges lists the in-edges of each target in turn, in the order of `targets`.
     dst_local = torch.repeat_interleave(with_edges, g.in_degrees(targets).long())
+    if excluded is not None and excluded.numel() > 0:
+        at = torch.searchsorted(excluded, eids).clamp_(max=excluded.numel() - 1)
+        keep = excluded[at] != eids
+        # Boolean indexing keeps the per-target order, so the source order stays deterministic.
+        src, eids, dst_local = src[keep], eids[keep], dst_local[keep]
     unique_src, inverse = torch.unique(src, return_inverse=True)
     dst_sorted, dst_order = torch.sort(dst_nodes)
     at = torch.searchsorted(dst_sorted, unique_src).clamp_(max=num_dst - 1)
@@ -105,9 +155,9 @@ def _in_edge_block(
     return block
 
 
-def _one_hop_block(g: DGLGraph, dst: Tensor) -> dgl.DGLGraph:
+def _one_hop_block(g: DGLGraph, dst: Tensor, excluded: Tensor | None = None) -> dgl.DGLGraph:
     """Block whose destinations are ``dst`` with all their in-edges (the full 1-hop view)."""
-    return _in_edge_block(g, dst)
+    return _in_edge_block(g, dst, excluded=excluded)
 
 
 def _set_edge_weights(g: DGLGraph, edge_weight: str | None, blocks: Sequence) -> None:
@@ -118,7 +168,12 @@ def _set_edge_weights(g: DGLGraph, edge_weight: str | None, blocks: Sequence) ->
 
 
 def history_blocks(
-    g: DGLGraph, seeds: Tensor, num_layers: int, edge_weight: str | None = None
+    g: DGLGraph,
+    seeds: Tensor,
+    num_layers: int,
+    edge_weight: str | None = None,
+    *,
+    exclude_eids: Tensor | Sequence[int] | None = None,
 ) -> tuple[Tensor, Tensor, list]:
     """Blocks of the paper's Eq. 7: the batch and its full 1-hop in-neighbourhood, every layer.
 
@@ -139,11 +194,20 @@ def history_blocks(
     edge_weight : str, optional
         ``g.edata`` key of full-graph edge weights (e.g. :func:`dgl_mvs.gcn_norm`), copied to
         ``block.edata["edge_weights"]``.
+    exclude_eids : Tensor or list[int], optional
+        Edge IDs of ``g`` to leave out of every block (as passed by
+        :func:`dgl.dataloading.as_edge_prediction_sampler`); the blocks are those of the graph
+        without these edges.  None or empty: nothing is excluded.
 
     Returns
     -------
     tuple
         ``(input_nodes, output_nodes, blocks)``.
+
+    Raises
+    ------
+    ValueError
+        If ``exclude_eids`` holds IDs outside ``[0, g.num_edges())``.
 
     Examples
     --------
@@ -153,11 +217,15 @@ def history_blocks(
     >>> inputs, outputs, blocks = history_blocks(g, torch.tensor([0]), num_layers=2)
     >>> inputs.tolist(), [b.num_edges() for b in blocks]
     ([0, 1, 2], [2, 2])
+    >>> inputs, _, blocks = history_blocks(g, torch.tensor([0]), 2, exclude_eids=torch.tensor([0]))
+    >>> inputs.tolist(), [b.edata[dgl.EID].tolist() for b in blocks]
+    ([0, 2], [[1], [1]])
     """
     g = check_graph(g)
     seeds = _check_seeds(g, seeds)
     _check_layers(num_layers)
-    last = _one_hop_block(g, seeds)
+    excluded = _check_exclude(g, exclude_eids)
+    last = _one_hop_block(g, seeds, excluded)
     nodes = last.srcdata[NID]
     num_nodes, num_seeds = last.num_src_nodes(), last.num_dst_nodes()
     src, dst = last.edges()
@@ -184,12 +252,42 @@ def history_blocks(
 
 
 def exact_blocks(
-    g: DGLGraph, seeds: Tensor, num_layers: int, edge_weight: str | None = None
+    g: DGLGraph,
+    seeds: Tensor,
+    num_layers: int,
+    edge_weight: str | None = None,
+    *,
+    exclude_eids: Tensor | Sequence[int] | None = None,
 ) -> tuple[Tensor, Tensor, list]:
     """Blocks of the full ``num_layers``-hop neighbourhood (Eq. 6): no sampling, no history.
 
     Used at checkpoints and for inference.  Every source row is computed fresh, so the history
     hook writes every layer's input into history (a refresh of the whole neighbourhood).
+
+    Parameters
+    ----------
+    g : DGLGraph
+        Homogeneous graph.
+    seeds : Tensor
+        Unique node IDs of the batch.
+    num_layers : int
+        Number of GNN layers (blocks).
+    edge_weight : str, optional
+        ``g.edata`` key of full-graph edge weights, copied to ``block.edata["edge_weights"]``.
+    exclude_eids : Tensor or list[int], optional
+        Edge IDs of ``g`` to leave out of every block at every layer (as passed by
+        :func:`dgl.dataloading.as_edge_prediction_sampler`); the blocks are those of the graph
+        without these edges.  None or empty: nothing is excluded.
+
+    Returns
+    -------
+    tuple
+        ``(input_nodes, output_nodes, blocks)``.
+
+    Raises
+    ------
+    ValueError
+        If ``exclude_eids`` holds IDs outside ``[0, g.num_edges())``.
 
     Examples
     --------
@@ -203,9 +301,10 @@ def exact_blocks(
     g = check_graph(g)
     seeds = _check_seeds(g, seeds)
     _check_layers(num_layers)
+    excluded = _check_exclude(g, exclude_eids)
     blocks, dst = [], seeds
     for _ in range(num_layers):
-        block = _one_hop_block(g, dst)
+        block = _one_hop_block(g, dst, excluded)
         block.srcdata[keys.FRESH] = torch.ones(
             block.num_src_nodes(), dtype=torch.bool, device=g.device
         )
@@ -244,12 +343,14 @@ def control_variate_blocks(
     fanouts: Sequence[int],
     edge_weight: str | None = None,
     generator: torch.Generator | None = None,
+    *,
+    exclude_eids: Tensor | Sequence[int] | None = None,
 ) -> tuple[Tensor, Tensor, list]:
     """Blocks for the control-variate estimator of VR-GCN (Chen et al., 2018).
 
     For a destination ``v`` computed fresh at a layer, the layer aggregates
 
-    ``z_v = sum_{u in N(v)} a_uv hbar_u + |N(v)| / s_v * sum_{u in sampled(v)} a_uv (h_u - hbar_u)``
+    ``z_v = sum_{u in N(v)} a_uv hbar_u + |N(v)|/s_v * sum_{u in sampled(v)} a_uv (h_u - hbar_u)``
 
     where ``hbar`` is history, ``h`` the fresh input and ``s_v = min(fanout, |N(v)|)``.  Each
     block holds the full in-edges of its fresh destinations with
@@ -275,6 +376,22 @@ def control_variate_blocks(
         ``g.edata`` key of full-graph weights ``a_uv``.
     generator : torch.Generator, optional
         Source of randomness for the neighbour draws (CPU generator).
+    exclude_eids : Tensor or list[int], optional
+        Edge IDs of ``g`` to leave out of every block (as passed by
+        :func:`dgl.dataloading.as_edge_prediction_sampler`).  ``N(v)`` and ``|N(v)|`` are then
+        the in-neighbourhood and degree without these edges, so the estimator is unbiased for
+        the graph without them (``g.edata[edge_weight]`` is used as given, not renormalised).
+        None or empty: nothing is excluded.
+
+    Returns
+    -------
+    tuple
+        ``(input_nodes, output_nodes, blocks)``.
+
+    Raises
+    ------
+    ValueError
+        If ``exclude_eids`` holds IDs outside ``[0, g.num_edges())``.
 
     Examples
     --------
@@ -288,16 +405,18 @@ def control_variate_blocks(
     g = check_graph(g)
     seeds = _check_seeds(g, seeds)
     _check_layers(len(fanouts))
+    excluded = _check_exclude(g, exclude_eids)
     blocks: list = []
     dst_nodes = seeds
     # Positions of the fresh destinations among the destinations (all of them at the top).
     fresh_dst_pos = torch.arange(seeds.numel(), device=g.device)
     for layer in reversed(range(len(fanouts))):
-        block = _in_edge_block(g, dst_nodes, fresh_dst_pos)
+        block = _in_edge_block(g, dst_nodes, fresh_dst_pos, excluded=excluded)
         eids = block.edata[EID]
         src_local, dst_local = block.edges()
         dst_local = dst_local.long()
-        # Every in-edge of a fresh destination is in the block: block degrees are full degrees.
+        # Every in-edge of a fresh destination is in the block (less the excluded ones): block
+        # degrees are full degrees of the graph without the excluded edges.
         degree = block.in_degrees().to(torch.float32)[dst_local]
         picked = _sample_per_destination(
             dst_local, block.num_dst_nodes(), fanouts[layer], generator

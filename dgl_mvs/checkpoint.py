@@ -22,6 +22,28 @@ cannot be saved.  dgl_mvs's own blocks (``"history"``, ``"cv"``, ``"exact"``) do
 a stock DGL block sampler passed as ``blocks=`` (``NeighborSampler``, ...) does, and with one
 a resumed run is a valid continuation but not a bit-identical one.
 
+**Safe loading.**  A checkpoint holds only tensors and plain Python values (numbers, strings,
+None, lists, tuples, dicts) and :func:`load_checkpoint` reads it with
+``torch.load(weights_only=True)``, which builds nothing else: a crafted file cannot run code.
+An ``extra=`` holding other objects needs ``load_checkpoint(..., trust_extra=True)``, which
+unpickles without that restriction and so runs whatever code the file names: use it only for
+files you trust.  Before anything is unpickled, the file's SHA-256 checksum is verified, so a
+flipped byte or a truncated copy is refused.  Before anything is assigned, the sampler's and
+the history's graphs are checked against fingerprints of the graphs the checkpoint was saved
+on (node count and edge list), so a checkpoint of another graph with as many nodes is refused
+too; the training set is checked through the sampler's state, which holds ``train_nids``.
+Node features are not checked.
+
+**File format (version 2).**  A standard ``torch.save`` zip archive of a dict of plain data,
+whose zip comment, the last 90 bytes of the file, is ``dgl_mvs.checkpoint sha256:`` and the
+64 hex digits of the SHA-256 of every byte before it.  ``torch.load(path, weights_only=True)``
+reads it like any torch file.  Files of format version 1 (dgl_mvs before the checksum:
+unrestricted pickles) are refused unless ``trust_extra=True``.
+
+**Temporary files.**  A save writes ``.{name}.{host}.{pid}.{random}.tmp`` next to the target
+and renames it; a save killed midway leaves that file behind, and the next save to the same
+name removes the temporary files of writers on this host whose process has ended.
+
 Examples
 --------
 >>> import os, tempfile
@@ -70,11 +92,15 @@ Examples
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import random
+import re
+import socket
 import tempfile
 import warnings
-from typing import Any
+import zipfile
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -86,7 +112,16 @@ from .sampler import MVSSampler
 __all__ = ["save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state"]
 
 _FORMAT = "dgl_mvs.checkpoint"
-_VERSION = 1
+_VERSION = 2  # 2: weights_only payload, SHA-256 trailer, graph fingerprints
+
+# The checksum trailer, the zip comment of the torch.save archive (see the module docstring).
+_TRAILER_PREFIX = f"{_FORMAT} sha256:".encode("ascii")
+_TRAILER_SIZE = len(_TRAILER_PREFIX) + 64
+_HEX_DIGEST = re.compile(rb"[0-9a-f]{64}")
+_EOCD_SIGNATURE = b"PK\x05\x06"  # zip end-of-central-directory record
+_EOCD_SIZE = 22  # its length without the comment; its last 2 bytes: the comment's length
+_CHUNK = 1 << 20
+_MAX_KEYED_NODES = 3_037_000_499  # largest n with n * n < 2**63 (edge keys src * n + dst)
 
 
 # ---------------------------------------------------------------------- random generators
@@ -168,6 +203,52 @@ def _as_python_state(state: Any) -> tuple:
     return (version, tuple(internal), gauss)
 
 
+# ---------------------------------------------------------------------- graph fingerprints
+def _graph_fingerprint(g: Any) -> dict:
+    """Node count, edge count and the SHA-256 of the edge list in a canonical order.
+
+    Edges are hashed as sorted ``src * num_nodes + dst`` keys (int64, little-endian), so the
+    fingerprint depends on the graph's structure only: not on its edge IDs' order, idtype or
+    device.  Node and edge features are not part of it.
+    """
+    n = g.num_nodes()
+    src, dst = (ids.to("cpu", torch.int64) for ids in g.edges())
+    if n <= _MAX_KEYED_NODES:
+        edge_keys = src * n + dst
+        if not bool((edge_keys[1:] >= edge_keys[:-1]).all()):  # sorting can take seconds
+            edge_keys = torch.sort(edge_keys).values
+        edges = [edge_keys]
+    else:  # src * n + dst would overflow: sort by (src, dst) with two stable sorts
+        order = torch.sort(dst, stable=True).indices
+        order = order[torch.sort(src[order], stable=True).indices]
+        edges = [src[order], dst[order]]
+    digest = hashlib.sha256(f"{n} {src.numel()}\n".encode())
+    for ids in edges:
+        digest.update(ids.numpy().astype("<i8", copy=False))
+    return {"num_nodes": n, "num_edges": src.numel(), "sha256": digest.hexdigest()}
+
+
+def _fingerprint(g: Any, memo: dict[int, dict]) -> dict:
+    """:func:`_graph_fingerprint`, once per graph object (sampler and history often share one)."""
+    if id(g) not in memo:
+        memo[id(g)] = _graph_fingerprint(g)
+    return memo[id(g)]
+
+
+def _check_graph(saved: Any, now: dict) -> None:
+    """Raise ValueError naming the graphs if the saved fingerprint is not ``now``."""
+    if not isinstance(saved, dict) or set(saved) != set(now):
+        raise ValueError("the checkpoint's graph fingerprint is missing or malformed")
+    if saved == now:
+        return
+    counts = f"{saved['num_nodes']} nodes and {saved['num_edges']} edges"
+    if (saved["num_nodes"], saved["num_edges"]) == (now["num_nodes"], now["num_edges"]):
+        raise ValueError(f"the checkpoint was saved on another graph (both graphs have {counts}, "
+                         "but not the same edges)")
+    raise ValueError(f"the checkpoint was saved on another graph ({counts}; this graph has "
+                     f"{now['num_nodes']} nodes and {now['num_edges']} edges)")
+
+
 # ---------------------------------------------------------------------- saving
 def save_checkpoint(
     path: str | os.PathLike,
@@ -181,11 +262,12 @@ def save_checkpoint(
     """Save a training run atomically: the previous file at ``path`` survives a failed save.
 
     The checkpoint is written with ``torch.save`` to a temporary file in the directory of
-    ``path``, flushed and ``fsync``-ed, then renamed onto ``path`` with ``os.replace`` (atomic
-    on POSIX and Windows) and the directory is ``fsync``-ed.  A crash, a full disk or a
-    pre-emption during the save therefore leaves either the old checkpoint or the new one,
-    never a truncated file.  Call it after ``sampler.update_scores`` of a step: the run
-    resumes at the next step.
+    ``path``, sealed with its SHA-256 checksum, flushed and ``fsync``-ed, then renamed onto
+    ``path`` with ``os.replace`` (atomic on POSIX and Windows) and the directory is
+    ``fsync``-ed.  A crash, a full disk or a pre-emption during the save therefore leaves
+    either the old checkpoint or the new one, never a truncated file; the temporary file of a
+    killed save is removed by the next save to ``path`` (see the module documentation).  Call
+    it after ``sampler.update_scores`` of a step: the run resumes at the next step.
 
     Parameters
     ----------
@@ -197,17 +279,22 @@ def save_checkpoint(
         Its ``state_dict()`` (and its class name, checked on load).
     sampler : MVSSampler, optional
         :meth:`MVSSampler.state_dict`: scores and written mask, resume step, frozen
-        probabilities, configuration and training set.
+        probabilities, configuration and training set; and a fingerprint of its graph.
     history : History, optional
-        :meth:`History.state_dict`: histories, last-write records and the clock.
+        :meth:`History.state_dict`: histories, last-write records and the clock; and a
+        fingerprint of its graph.
     extra : object, optional
-        Anything picklable (epoch counters, metric curves, early-stopping state, ...), returned
-        by :func:`load_checkpoint`.
+        Epoch counters, metric curves, early-stopping state, ..., returned by
+        :func:`load_checkpoint`.  Tensors, ``int``, ``float``, ``bool``, ``str``, None and
+        lists, tuples and dicts of them load by default; other objects (NumPy arrays and
+        scalars, sets, instances of your classes) are pickled as such and need
+        ``load_checkpoint(..., trust_extra=True)``.
 
     Notes
     -----
     The file also records the random generator states (:func:`rng_state`), the devices and
-    dtypes of the model's parameters and the installed torch and DGL versions.
+    dtypes of the model's parameters and the installed torch and DGL versions.  The graph
+    fingerprints hash the edge lists, which takes seconds on graphs of ~100M edges.
 
     Examples
     --------
@@ -229,6 +316,7 @@ def save_checkpoint(
         warnings.warn("saving an optimizer without its model: the parameter shapes of a "
                       "load can then be checked against the optimizer state only",
                       RuntimeWarning, stacklevel=2)
+    memo: dict[int, dict] = {}
     payload = {
         "format": _FORMAT,
         "version": _VERSION,
@@ -237,6 +325,10 @@ def save_checkpoint(
         "optimizer_class": type(optimizer).__name__ if optimizer is not None else None,
         "sampler": sampler.state_dict() if sampler is not None else None,
         "history": history.state_dict() if history is not None else None,
+        "graphs": {
+            "sampler": _fingerprint(sampler.g, memo) if sampler is not None else None,
+            "history": _fingerprint(history.g, memo) if history is not None else None,
+        },
         "rng": rng_state(),
         "extra": extra,
         "devices": {
@@ -245,18 +337,22 @@ def save_checkpoint(
             "sampler": str(sampler.train_nids.device) if sampler is not None else None,
             "history": str(history.g.device) if history is not None else None,
         },
-        "versions": {"torch": torch.__version__, "dgl": dgl.__version__},
+        # str(): torch.__version__ is a TorchVersion, which weights_only loading refuses
+        "versions": {"torch": str(torch.__version__), "dgl": str(dgl.__version__)},
     }
     _atomic_save(payload, os.fspath(path))
 
 
 def _atomic_save(obj: Any, path: str) -> None:
+    """``torch.save`` + seal into a temporary file of this process, then rename onto ``path``."""
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
-                               dir=directory)
+    basename = os.path.basename(path)
+    _remove_stale_temp_files(directory, basename)  # first: they may be what filled the disk
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(basename), suffix=".tmp", dir=directory)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with os.fdopen(fd, "w+b") as f:  # w+: _seal reads the archive back to hash it
             torch.save(obj, f)
+            _seal(f)
             f.flush()
             os.fsync(f.fileno())
         try:  # mkstemp creates 0600 files; keep the mode of the file being replaced
@@ -287,6 +383,121 @@ def _fsync_directory(directory: str) -> None:
         os.close(fd)
 
 
+# ---------------------------------------------------------------------- the checksum trailer
+def _seal(f: BinaryIO) -> None:
+    """Append the checksum trailer to the ``torch.save`` archive in ``f``, as its zip comment.
+
+    The archive ends with a zip end-of-central-directory record whose last two bytes give
+    the length of the archive's comment (0 from ``torch.save``).  They are set to the
+    trailer's length, every byte of the file is hashed, and the trailer is appended: the
+    file stays a valid zip archive, which ``torch.load`` reads as before.
+    """
+    size = f.seek(0, os.SEEK_END)
+    f.seek(max(size - _EOCD_SIZE, 0))
+    record = f.read(_EOCD_SIZE)
+    if len(record) != _EOCD_SIZE or record[:4] != _EOCD_SIGNATURE or record[-2:] != b"\0\0":
+        raise RuntimeError("torch.save did not end its file with a plain zip end record")
+    f.seek(size - 2)
+    f.write(_TRAILER_SIZE.to_bytes(2, "little"))
+    digest = _sha256(f, size)
+    f.seek(size)
+    f.write(_TRAILER_PREFIX + digest.encode("ascii"))
+
+
+def _sha256(f: BinaryIO, end: int) -> str:
+    """Hex SHA-256 of the first ``end`` bytes of ``f``, read in chunks."""
+    digest = hashlib.sha256()
+    f.seek(0)
+    left = end
+    while left > 0:
+        chunk = f.read(min(left, _CHUNK))
+        if not chunk:
+            break  # the file shrank under us: the digest will not match
+        digest.update(chunk)
+        left -= len(chunk)
+    return digest.hexdigest()
+
+
+def _trailer_digest(f: BinaryIO, path: str) -> str | None:
+    """The checksum a sealed file records, or None for a plain ``torch.save`` zip archive.
+
+    Raises ValueError for anything else: a truncated or corrupted file, or not a zip archive.
+    """
+    size = f.seek(0, os.SEEK_END)
+    tail_size = min(size, _EOCD_SIZE + _TRAILER_SIZE)
+    f.seek(size - tail_size)
+    tail = f.read(tail_size)
+    if len(tail) >= _EOCD_SIZE and tail[-_EOCD_SIZE:-_EOCD_SIZE + 4] == _EOCD_SIGNATURE \
+            and tail[-2:] == b"\0\0":
+        return None  # a zip archive without a comment: format version 1, or not dgl_mvs's
+    record, trailer = tail[:_EOCD_SIZE], tail[_EOCD_SIZE:]
+    digest = trailer[len(_TRAILER_PREFIX):]
+    if len(tail) == _EOCD_SIZE + _TRAILER_SIZE and record[:4] == _EOCD_SIGNATURE \
+            and record[-2:] == _TRAILER_SIZE.to_bytes(2, "little") \
+            and trailer.startswith(_TRAILER_PREFIX) and _HEX_DIGEST.fullmatch(digest):
+        return digest.decode("ascii")
+    raise ValueError(f"{path} is not a readable checkpoint: it is truncated or corrupted, or "
+                     "was not written by save_checkpoint (no checksum at its end)")
+
+
+def _verify(f: BinaryIO, path: str, digest: str) -> None:
+    """Raise ValueError unless the bytes before the trailer hash to ``digest``."""
+    size = f.seek(0, os.SEEK_END)
+    if _sha256(f, size - _TRAILER_SIZE) != digest:
+        raise ValueError(f"{path} is not a readable checkpoint: it is corrupted (its content "
+                         "does not match the SHA-256 checksum it was saved with)")
+
+
+# ---------------------------------------------------------------------- temporary files
+def _host_tag() -> str:
+    """This host's name as it appears in temporary file names: letters, digits and '-'."""
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:63] or "host"
+
+
+def _temp_prefix(basename: str) -> str:
+    """``.{basename}.{host}.{pid}.``: mkstemp appends a random part and ``.tmp``."""
+    return f".{basename}.{_host_tag()}.{os.getpid()}."
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host may still be running (when unsure: True)."""
+    if os.name == "nt":  # os.kill(pid, 0) would terminate the process on Windows
+        return True
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)  # signal 0: an existence check, nothing is sent
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError, ValueError):  # e.g. PermissionError: another user's
+        return True
+    return True
+
+
+def _remove_stale_temp_files(directory: str, basename: str) -> None:
+    """Remove the temporary files that killed saves to ``basename`` left in ``directory``.
+
+    Only regular files named as :func:`_temp_prefix` names them, written on this host by a
+    process that has ended: never another file, never a live writer's (which may be saving
+    right now, e.g. this process in another thread).  Files of other hosts, on a shared file
+    system, are kept: their processes cannot be checked.  Best effort: errors are ignored.
+    """
+    pattern = re.compile(rf"\.{re.escape(basename)}\.{re.escape(_host_tag())}\.([0-9]+)"
+                         r"\.[A-Za-z0-9_]+\.tmp")
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return
+    for entry in entries:
+        match = pattern.fullmatch(entry.name)
+        try:
+            if match and entry.is_file(follow_symlinks=False) \
+                    and not _process_alive(int(match.group(1))):
+                os.unlink(entry.path)
+        except OSError:  # removed by a concurrent save, or not ours to remove
+            pass
+
+
 # ---------------------------------------------------------------------- loading
 def load_checkpoint(
     path: str | os.PathLike,
@@ -297,10 +508,14 @@ def load_checkpoint(
     history: History | None = None,
     map_location: Any = "cpu",
     restore_rng: bool = True,
+    trust_extra: bool = False,
 ) -> Any:
     """Load a :func:`save_checkpoint` file into freshly built objects; return its ``extra``.
 
-    Everything is checked before anything changes: the graph's node count, the sampler's
+    The file's checksum is verified before anything is unpickled, and it is unpickled with
+    ``torch.load(weights_only=True)``, which builds tensors and plain Python values only.
+    Everything is then checked before anything changes: the sampler's and history's graphs
+    (node count and edges, against fingerprints saved with the checkpoint), the sampler's
     configuration (batch size, ``K``, pool size, seed, rank, block kind, ...) and training set,
     the history's layer widths, shapes and dtype, the model's parameter and buffer names,
     shapes and dtypes, and the optimizer's class, parameter groups and state shapes.  Any
@@ -324,6 +539,11 @@ def load_checkpoint(
     restore_rng : bool, default True
         Restore the random generator states saved with the checkpoint (needed for a
         bit-identical continuation when the model uses dropout).
+    trust_extra : bool, default False
+        Unpickle without ``weights_only``, for a checkpoint whose ``extra`` holds objects
+        other than tensors and plain values, or a file of format version 1.  **This runs any
+        code the file names: use it only for files you trust** (that you wrote yourself).
+        The checksum and the other checks still apply to version 2 files.
 
     Returns
     -------
@@ -333,30 +553,17 @@ def load_checkpoint(
     Raises
     ------
     ValueError
-        The file is not a readable dgl_mvs checkpoint, or it does not fit the objects.
-
-    Notes
-    -----
-    The file is read with ``torch.load(weights_only=False)`` (``extra`` may hold any Python
-    object): load only checkpoints you trust.
+        The file is not a readable dgl_mvs checkpoint (corrupted, truncated, of another
+        format), holds objects that need ``trust_extra=True``, or does not fit the objects.
+    FileNotFoundError, OSError
+        The file cannot be opened.
 
     Examples
     --------
     See :func:`save_checkpoint` and the module documentation for a resumed training loop.
     """
     path = os.fspath(path)
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    except FileNotFoundError:
-        raise
-    except Exception as err:  # truncated, corrupted or not a torch file
-        raise ValueError(f"{path} is not a readable checkpoint: {err}") from err
-    if not isinstance(ckpt, dict) or ckpt.get("format") != _FORMAT:
-        raise ValueError(f"{path} is not a dgl_mvs checkpoint (written by save_checkpoint)")
-    if ckpt.get("version") != _VERSION:
-        raise ValueError(f"{path} has checkpoint format version {ckpt.get('version')}, "
-                         f"this dgl_mvs reads version {_VERSION}")
-
+    ckpt = _read(path, map_location, trust_extra)
     problems: list[str] = []
 
     def check(name: str, obj: Any, fn) -> None:
@@ -370,11 +577,26 @@ def load_checkpoint(
         except ValueError as err:
             problems.append(f"{name}: {err}")
 
+    graphs = ckpt.get("graphs") if isinstance(ckpt.get("graphs"), dict) else {}
+    memo: dict[int, dict] = {}
+
+    def check_graph(name: str, g: Any) -> None:
+        if ckpt["version"] != 1:  # format version 1 saved no fingerprints
+            _check_graph(graphs.get(name), _fingerprint(g, memo))
+
+    def check_sampler(s: MVSSampler, state: dict) -> None:
+        check_graph("sampler", s.g)
+        s._check_state_dict(state)
+
+    def check_history(h: History, state: dict) -> None:
+        check_graph("history", h.g)
+        h._check_state_dict(state)
+
     check("model", model, _check_model)
     check("optimizer", optimizer,
           lambda opt, state: _check_optimizer(opt, state, ckpt.get("optimizer_class")))
-    check("sampler", sampler, lambda s, state: s._check_state_dict(state))
-    check("history", history, lambda h, state: h._check_state_dict(state))
+    check("sampler", sampler, check_sampler)
+    check("history", history, check_history)
     if restore_rng:
         try:
             _check_rng_state(ckpt.get("rng"))
@@ -395,6 +617,77 @@ def load_checkpoint(
     if restore_rng:
         set_rng_state(ckpt["rng"])
     return ckpt.get("extra")
+
+
+def _read(path: str, map_location: Any, trust_extra: bool) -> dict:
+    """The checkpoint's dict: checksum verified, then unpickled, then its header checked.
+
+    The file is opened once, so a concurrent save that replaces ``path`` cannot swap the
+    bytes between the check and the load.
+    """
+    with open(path, "rb") as f:
+        digest = _trailer_digest(f, path)
+        if digest is None:
+            return _read_version_1(f, path, map_location, trust_extra)
+        _verify(f, path, digest)
+        f.seek(0)
+        ckpt = _unpickle(f, path, map_location, trust_extra)
+    _check_header(ckpt, path, _VERSION)
+    return ckpt
+
+
+def _read_version_1(f: BinaryIO, path: str, map_location: Any, trust_extra: bool) -> dict:
+    """A plain ``torch.save`` file: a version-1 checkpoint (only if trusted) or not dgl_mvs's."""
+    if not _names_the_format(f, path):
+        raise ValueError(f"{path} is not a dgl_mvs checkpoint (written by save_checkpoint)")
+    if not trust_extra:
+        raise ValueError(
+            f"{path} was written by an older dgl_mvs (checkpoint format version 1, an "
+            "unrestricted pickle without a checksum) and can be loaded only with "
+            "trust_extra=True, which runs any code the file names: pass it only for a file "
+            "you trust; the next save_checkpoint writes the current format"
+        )
+    f.seek(0)
+    ckpt = _unpickle(f, path, map_location, trust_extra=True)
+    _check_header(ckpt, path, 1)
+    return ckpt
+
+
+def _names_the_format(f: BinaryIO, path: str) -> bool:
+    """Whether the archive's pickle mentions the format name; reads it without unpickling."""
+    f.seek(0)
+    try:
+        with zipfile.ZipFile(f) as archive:
+            pickles = [name for name in archive.namelist() if name.endswith("data.pkl")]
+            return any(_FORMAT.encode() in archive.read(name) for name in pickles)
+    except Exception as err:  # zipfile raises many types for a damaged archive
+        raise ValueError(f"{path} is not a readable checkpoint: {err}") from err
+
+
+def _unpickle(f: BinaryIO, path: str, map_location: Any, trust_extra: bool) -> Any:
+    """``torch.load``, restricted to tensors and plain values unless ``trust_extra``."""
+    try:
+        return torch.load(f, map_location=map_location, weights_only=not trust_extra)
+    except Exception as err:  # torch raises many types for a file it cannot read
+        if trust_extra:
+            raise ValueError(f"{path} is not a readable checkpoint: {err}") from err
+        # weights_only's message says to load with weights_only=False: name our option instead
+        reason = str(err).rpartition("WeightsUnpickler error:")[2].strip() or str(err)
+        raise ValueError(
+            f"{path} holds objects other than tensors and plain Python values (e.g. in its "
+            f"extra=), which a safe load does not build ({reason}); "
+            "load_checkpoint(..., trust_extra=True) loads it but runs any code the file "
+            "names: pass it only for a file you trust"
+        ) from err
+
+
+def _check_header(ckpt: Any, path: str, version: int) -> None:
+    """Raise ValueError unless ``ckpt`` is a dgl_mvs checkpoint dict of format ``version``."""
+    if not isinstance(ckpt, dict) or ckpt.get("format") != _FORMAT:
+        raise ValueError(f"{path} is not a dgl_mvs checkpoint (written by save_checkpoint)")
+    if ckpt.get("version") != version:
+        raise ValueError(f"{path} has checkpoint format version {ckpt.get('version')!r}, "
+                         f"this dgl_mvs reads version {_VERSION}")
 
 
 def _shape(t: torch.Tensor) -> tuple:

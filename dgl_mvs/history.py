@@ -8,6 +8,8 @@ for every node, so it has no history.
 from __future__ import annotations
 
 import math
+import numbers
+import weakref
 from typing import Callable, Sequence
 
 import dgl
@@ -17,6 +19,7 @@ from torch import Tensor, nn
 
 from . import keys
 from .blocks import check_graph, history_blocks
+from .layer_calls import graph_and_input, with_input
 
 NID = dgl.NID
 
@@ -25,6 +28,31 @@ __all__ = ["History"]
 
 class _StopForward(Exception):
     """Raised inside a forward pass once a refresh pass has what it needs."""
+
+
+#: Histories whose hooks are installed: samplers check that their graph has one.
+_ATTACHED: "weakref.WeakSet[History]" = weakref.WeakSet()
+
+
+def attached_histories(g: DGLGraph) -> list["History"]:
+    """The histories of graph ``g`` whose hooks are attached to a model's layers."""
+    return [h for h in list(_ATTACHED) if h.g is g and h._handles]
+
+
+def _check_widths(widths) -> list[int]:
+    if isinstance(widths, numbers.Integral) and not isinstance(widths, bool):
+        widths = [widths]  # one hidden layer
+    try:
+        widths = list(widths)
+    except TypeError:
+        raise ValueError(
+            f"widths must be the input widths of layers 1..L-1, e.g. [256] for a 2-layer "
+            f"model, got {widths!r}"
+        ) from None
+    if any(isinstance(w, bool) or not isinstance(w, numbers.Integral) or w <= 0
+           for w in widths):
+        raise ValueError(f"history widths must be positive integers, got {widths}")
+    return [int(w) for w in widths]
 
 
 class History:
@@ -74,15 +102,20 @@ class History:
 
     def __init__(self, g: DGLGraph, widths: Sequence[int], *, dtype: torch.dtype = torch.float32):
         self.g = check_graph(g)
-        widths = [int(w) for w in widths]
-        if any(w <= 0 for w in widths):
-            raise ValueError(f"history widths must be positive, got {widths}")
+        widths = _check_widths(widths)
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise ValueError(
+                f"dtype must be a floating-point torch dtype (histories hold activations), "
+                f"got {dtype!r}"
+            )
         self.widths = widths
         self.num_layers = len(widths) + 1
         self.clock = 0
         self._stop_layer: int | None = None
         self._handles: list = []
         self._layers: list[nn.Module] = []
+        self._refuses_zero_in_degree: list[bool] = []
+        self._blocks: dict[int, object] = {}
         self.dropout = 0.0
         for layer, width in enumerate(widths, start=1):
             key, step_key = keys.history_key(layer), keys.history_step_key(layer)
@@ -91,6 +124,12 @@ class History:
                 raise ValueError(
                     f"g.ndata[{key!r}] already holds a tensor of shape {tuple(existing.shape)}, "
                     f"which does not match width {width} of layer {layer}"
+                )
+            if existing is not None and existing.dtype != dtype:
+                raise ValueError(
+                    f"g.ndata[{key!r}] already holds {existing.dtype} histories, not {dtype}: "
+                    "a second History on this graph shares them; use the same dtype, or "
+                    f"delete g.ndata[{key!r}] first"
                 )
             if existing is None:
                 g.ndata[key] = torch.zeros(g.num_nodes(), width, dtype=dtype, device=g.device)
@@ -117,8 +156,16 @@ class History:
                 f"layer {layer} input has width {got} but its history has width "
                 f"{table.shape[1]}; construct History with the model's hidden widths"
             )
+        values = values.detach()
+        if not bool(torch.isfinite(values).all()):
+            bad = int((~torch.isfinite(values)).any(1).sum())
+            raise ValueError(
+                f"the input of layer {layer} has {bad} row(s) with NaN or infinite values; "
+                "nothing was stored in its history (a diverging step? lower the learning rate "
+                "or skip the step before calling the model again)"
+            )
         idx = nodes.to(self.g.device).long()
-        table[idx] = values.detach().to(device=table.device, dtype=table.dtype)
+        table[idx] = values.to(device=table.device, dtype=table.dtype)
         self.g.ndata[keys.history_step_key(layer)][idx] = self.clock
 
     def last_write(self, layer: int, nodes: Tensor) -> Tensor:
@@ -181,10 +228,11 @@ class History:
         """Install the exchange as a forward pre-hook on each of the model's GNN layers.
 
         ``layers[l]`` must be the module that the model calls as ``layers[l](block, h, ...)``
-        on ``blocks[l]``.  Layers that refuse zero in-degree destinations (``GraphConv``,
-        ``GATConv``) are switched to allow them: the halo rows of history blocks have no
-        in-edges and their outputs are replaced from history.  Returns the hook handles;
-        :meth:`detach` removes them.
+        (or with keywords, ``layers[l](graph=block, feat=h)``) on ``blocks[l]``.  Layers that
+        refuse zero in-degree destinations (``GraphConv``, ``GATConv``) keep refusing them,
+        except for the halo rows of history blocks, which have no in-edges and whose outputs
+        are replaced from history: a batch node without in-edges still raises DGL's error.
+        Returns the hook handles; :meth:`detach` removes them.
 
         Parameters
         ----------
@@ -206,33 +254,89 @@ class History:
             )
         self.detach()
         self._layers = list(layers)
+        self._refuses_zero_in_degree = [
+            not getattr(module, "_allow_zero_in_degree", True) for module in layers
+        ]
         for index, module in enumerate(layers):
-            if hasattr(module, "_allow_zero_in_degree"):
-                module._allow_zero_in_degree = True
             self._handles.append(
                 module.register_forward_pre_hook(self._make_hook(index), with_kwargs=True)
             )
+            self._handles.append(module.register_forward_hook(self._restore_flag(index)))
+        _ATTACHED.add(self)
         return list(self._handles)
 
     def detach(self) -> None:
         """Remove the hooks installed by :meth:`attach`."""
         for handle in self._handles:
             handle.remove()
+        for module, refuses in zip(self._layers, self._refuses_zero_in_degree):
+            if refuses:
+                module._allow_zero_in_degree = False
         self._handles = []
         self._layers = []
+        self._blocks = {}
+        _ATTACHED.discard(self)
+
+    def _check_zero_in_degree(self, block: DGLGraph, layer: int) -> None:
+        """DGL's zero in-degree error, for the rows that are not halo rows of history blocks.
+
+        The rows of a layer's output that count are the next layer's fresh inputs (the last
+        layer's: all of its destinations); halo rows are replaced from history.
+        """
+        previous = self._blocks.get(layer - 1)
+        if layer >= 1 and self._refuses_zero_in_degree[layer - 1] and previous is not None:
+            fresh = block.srcdata[keys.FRESH].to(previous.device)
+            if previous.num_dst_nodes() == fresh.numel() and bool(
+                    ((previous.in_degrees() == 0) & fresh).any()):
+                self._raise_zero_in_degree(layer - 1)
+        last = layer == self.num_layers - 1
+        if last and self._refuses_zero_in_degree[layer] and bool((block.in_degrees() == 0).any()):
+            self._raise_zero_in_degree(layer)
+
+    @staticmethod
+    def _raise_zero_in_degree(layer: int) -> None:
+        from dgl import DGLError
+
+        raise DGLError(
+            f"There are 0-in-degree nodes among the batch nodes that layer {layer} computes; "
+            "output for those nodes will be invalid (DGL's check, kept by dgl_mvs for every "
+            "node but the history blocks' halo). Adding self-loops with "
+            "`g = dgl.add_self_loop(g)` resolves it; or set allow_zero_in_degree=True on the "
+            "layer to accept it."
+        )
+
+    def _restore_flag(self, layer: int) -> Callable:
+        def hook(module, args, output):
+            if self._refuses_zero_in_degree and self._refuses_zero_in_degree[layer]:
+                module._allow_zero_in_degree = False
+
+        return hook
 
     def _make_hook(self, layer: int) -> Callable:
         def hook(module, args, kwargs):
-            if len(args) < 2:
+            block, h_in, where = graph_and_input(args, kwargs)
+            if where is None:
                 return None
             if layer == 0 and module.training:
                 self.clock += 1
-            h = self.exchange(args[0], args[1], layer)
+                self._blocks = {}
+            ours = isinstance(block, DGLGraph) and block.is_block and keys.FRESH in block.srcdata
+            if self._refuses_zero_in_degree[layer]:
+                module._allow_zero_in_degree = False  # DGL's own check, unless ours below
+            if ours:
+                self._blocks[layer] = block
+                block._mvs_exchanged = True  # MVSSampler.update_scores checks the hooks ran
+                self._check_zero_in_degree(block, layer)
+                if self._refuses_zero_in_degree[layer]:
+                    # Halo rows have no in-edges by construction; the check above covered the
+                    # rest.  Restored after the call by the forward hook.
+                    module._allow_zero_in_degree = True
+            h = self.exchange(block, h_in, layer)
             if layer > 0 and self.dropout > 0 and module.training and torch.is_tensor(h):
                 h = nn.functional.dropout(h, self.dropout, training=True)
-            if h is args[1]:
+            if h is h_in:
                 return None
-            return (args[0], h, *args[2:]), kwargs
+            return with_input(args, kwargs, where, h)
 
         return hook
 

@@ -10,6 +10,11 @@ SCORE = "mvs_score"
 WEIGHT = "mvs_weight"
 #: ``blocks[-1].dstdata`` key of the global training step a mini-batch was drawn for.
 STEP = "mvs_step"
+#: ``blocks[-1].dstdata`` key: a number identifying the MVSSampler that drew the blocks.
+SAMPLER = "mvs_sampler"
+#: ``blocks[-1].dstdata`` key, present when the step was drawn before its interval's scores
+#: were written (from the score table as it was).
+UNSCORED = "mvs_unscored"
 #: ``block.srcdata`` key: True where the layer input is computed fresh by the previous layer,
 #: False where it must come from history (the "halo").
 FRESH = "mvs_fresh"

@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from . import keys
 from .aggregation import Aggregation, FeatureAggregates, _layer_list, aggregate, aggregations_of
 from .blocks import _check_seeds, _in_edge_block, check_graph
+from .layer_calls import graph_and_input, with_input
 
 NID, EID = dgl.NID, dgl.EID
 
@@ -275,17 +276,6 @@ class _Stop(Exception):
     """Raised by a hook once a refresh pass has captured the layer input it needs."""
 
 
-def _graph_and_input(args: tuple, kwargs: dict) -> tuple[object, object, str]:
-    """The (graph, input) a dgl.nn layer was called with, and where the input came from."""
-    graph = args[0] if args else kwargs.get("graph", kwargs.get("g"))
-    if len(args) >= 2:
-        return graph, args[1], "arg"
-    for name in ("feat", "h", "x", "inputs"):
-        if name in kwargs:
-            return graph, kwargs[name], name
-    return graph, None, ""
-
-
 class _Exchange:
     """Forward pre-hooks that fit a layer's input to a control-variate or refresh block.
 
@@ -313,7 +303,7 @@ class _Exchange:
 
     def _hook(self, layer: int) -> Callable:
         def hook(module, args, kwargs):
-            graph, h, where = _graph_and_input(args, kwargs)
+            graph, h, where = graph_and_input(args, kwargs)
             if not isinstance(graph, DGLGraph) or not graph.is_block or not torch.is_tensor(h):
                 return None
             if self.stop_layer == layer:
@@ -338,11 +328,7 @@ class _Exchange:
                 new = h * scale.reshape((-1,) + (1,) * (h.dim() - 1))
             else:
                 return None
-            if where == "arg":
-                return (args[0], new, *args[2:]), kwargs
-            kwargs = dict(kwargs)
-            kwargs[where] = new
-            return args, kwargs
+            return with_input(args, kwargs, where, new)
 
         return hook
 

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import math
+import numbers
+import os
 import threading
 import time
 import warnings
@@ -15,6 +17,7 @@ from torch import Tensor, nn
 
 from . import keys
 from .blocks import check_graph, control_variate_blocks, exact_blocks, history_blocks
+from .history import attached_histories
 from .draws import SystematicDraws, horvitz_thompson_weights, poisson_draw, systematic_draw
 from .onehop import OneHopSampler
 from .probabilities import mvs_probabilities
@@ -61,10 +64,32 @@ def _batch_step(blocks: Sequence) -> int:
     return int(last.dstdata[keys.STEP][0])
 
 
+def _positive_int(name: str, value, minimum: int = 1) -> int:
+    """``value`` as an int (numpy integers welcome), or a ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        kind = "a positive" if minimum == 1 else "a non-negative"
+        raise ValueError(f"{name} must be {kind} integer, got {value!r}")
+    return int(value)
+
+
 def _train_ids(g: DGLGraph, train_nids) -> Tensor:
     """``train_nids`` (IDs or a mask) as unique int64 node IDs of ``g``, or a clear error."""
     train_nids = torch.as_tensor(train_nids)
+    if train_nids.dtype == torch.uint8:
+        raise ValueError(
+            "train_nids has dtype uint8, which could be a mask or node IDs: pass a boolean "
+            "mask (mask.bool()) or integer node IDs (ids.long())"
+        )
+    if train_nids.is_floating_point() or train_nids.is_complex():
+        raise ValueError(
+            f"train_nids must be integer node IDs or a boolean mask, got {train_nids.dtype}"
+        )
     if train_nids.dtype == torch.bool:
+        if train_nids.dim() != 1 or train_nids.numel() != g.num_nodes():
+            raise ValueError(
+                f"a boolean train_nids mask needs one entry per node ({g.num_nodes()}), got "
+                f"shape {tuple(train_nids.shape)}"
+            )
         train_nids = torch.nonzero(train_nids).squeeze(1)
     if train_nids.dim() != 1 or train_nids.numel() == 0:
         raise ValueError("train_nids must be a non-empty 1-D tensor of node IDs (or a mask)")
@@ -267,7 +292,7 @@ class MVSSampler(BlockSampler):
         edge_weight: str | None = None,
         steps_per_epoch: int | None = None,
         seed: int = 0,
-        score_timeout: float = 60.0,
+        score_timeout: float = 0.0,
         score_every: int | None = None,
         multilabel: bool = False,
         prefetch_node_feats: Sequence[str] | None = None,
@@ -278,8 +303,7 @@ class MVSSampler(BlockSampler):
         check_graph(g)
         self.train_nids = _train_ids(g, train_nids)
         num_train = self.train_nids.numel()
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        batch_size = _positive_int("batch_size", batch_size)
         if blocks == "onehop":
             if model is None:
                 raise ValueError(
@@ -303,10 +327,8 @@ class MVSSampler(BlockSampler):
                 )
         elif checkpoint_every is None:
             checkpoint_every = 3
-        if not onehop and (not isinstance(checkpoint_every, int) or checkpoint_every < 1):
-            raise ValueError(
-                f"checkpoint_every (K) must be a positive integer, got {checkpoint_every!r}"
-            )
+        if not onehop:
+            checkpoint_every = _positive_int("checkpoint_every (K)", checkpoint_every)
         # The block sampler fills the first block's input features itself (aggregated).
         super().__init__(
             prefetch_node_feats=None if onehop else prefetch_node_feats,
@@ -367,9 +389,10 @@ class MVSSampler(BlockSampler):
         self.draw = draw
         self.uniform_mix = uniform_mix
         self.edge_weight = edge_weight
-        self.steps_per_epoch = steps_per_epoch or math.ceil(num_train / batch_size)
-        if self.steps_per_epoch < 1:
-            raise ValueError("steps_per_epoch must be positive")
+        self.steps_per_epoch = (
+            math.ceil(num_train / batch_size) if steps_per_epoch is None
+            else _positive_int("steps_per_epoch", steps_per_epoch)
+        )
         # With use_ddp=True every rank takes an equal share of the step indices.
         self.steps_per_epoch = math.ceil(self.steps_per_epoch / self.world_size) * self.world_size
         self.seed = int(seed)
@@ -405,6 +428,10 @@ class MVSSampler(BlockSampler):
         self._draw_cache: tuple | None = None
         self._warned: set[str] = set()
         self._last_updated_step = -1
+        self._last_drawn: int | None = None
+        self._fallback_interval = -1
+        # Identifies this sampler's blocks in update_scores (copied into worker processes).
+        self._token = int.from_bytes(os.urandom(7), "little")
 
     def _default_score_every(self) -> int:
         """Steps between score refreshes, so that refreshing costs about a tenth of training.
@@ -440,7 +467,16 @@ class MVSSampler(BlockSampler):
         Setting the epoch that a loaded state stopped in keeps its resume point; any other
         epoch starts at its first step.
         """
-        if int(epoch) != self._resume_epoch:
+        epoch = _positive_int("epoch", epoch, minimum=0)
+        count = self._local_steps()[1]
+        if epoch > 0 and self._last_updated_step < (epoch - 1) * count:
+            self._warn_once(
+                "no-updates",
+                f"update_scores was not called during epoch {epoch - 1}: without scores MVS "
+                "draws uniform seeds. Call sampler.update_scores(blocks, scores) after every "
+                "step.",
+            )
+        if epoch != self._resume_epoch:
             self._start[0] = 0
             self._resume_epoch = -1
         self._epoch[0] = int(epoch)
@@ -551,19 +587,15 @@ class MVSSampler(BlockSampler):
     def _frozen_probabilities(self, interval: int, pool: Tensor) -> tuple[Tensor, bool]:
         """The interval's probabilities fixed at its checkpoint, waiting for them if needed."""
         probs = self._read_frozen(interval)
-        if probs is None and not _in_main_thread_of_main_process():
+        if probs is None and self.score_timeout > 0 and not _in_main_thread_of_main_process():
             deadline = time.monotonic() + self.score_timeout
             while probs is None and time.monotonic() < deadline:
                 time.sleep(0.001)
                 probs = self._read_frozen(interval)
         if probs is not None:
             return probs, True
-        self._warn_once(
-            f"interval-{interval}",
-            f"no scores were written for the checkpoint of interval {interval} (step "
-            f"{interval * self.interval}); drawing from the score table as it is. Call "
-            "sampler.update_scores(blocks, scores) after every step.",
-        )
+        # Drawn from the table as it is; the training process reports it (update_scores).
+        self._fallback_interval = interval
         return self._pool_probabilities(pool), False
 
     # ------------------------------------------------------------------ sampling
@@ -575,9 +607,12 @@ class MVSSampler(BlockSampler):
                 f"MVSSampler got {indices.numel()} indices in one batch: its DataLoader indices "
                 "are step numbers, one per batch. Use DataLoader(g, sampler.step_ids(), "
                 "sampler) with the default batch_size=1; the MVS batch size is the sampler's "
-                "batch_size."
+                "batch_size. To evaluate or predict on given nodes, use "
+                "DataLoader(g, nodes, sampler.evaluation_sampler(), batch_size=...)."
             )
         step = self.global_step(int(indices[0]))
+        self._check_order(step)
+        self._check_histories()
         seeds, weights = self.draw_step(step)
         seeds = seeds.to(g.idtype)
         if self.block_kind == "onehop":
@@ -585,15 +620,18 @@ class MVSSampler(BlockSampler):
                 g, seeds, exclude_eids, generator=_generator(self.seed, self.rank, step, 3)
             )
         elif self.is_checkpoint(step) and self.block_kind != "custom":
-            result = exact_blocks(g, seeds, self.num_layers, self.edge_weight)
+            result = exact_blocks(g, seeds, self.num_layers, self.edge_weight,
+                                  exclude_eids=exclude_eids)
         elif self.block_kind == "history":
-            result = history_blocks(g, seeds, self.num_layers, self.edge_weight)
+            result = history_blocks(g, seeds, self.num_layers, self.edge_weight,
+                                    exclude_eids=exclude_eids)
         elif self.block_kind == "exact":
-            result = exact_blocks(g, seeds, self.num_layers, self.edge_weight)
+            result = exact_blocks(g, seeds, self.num_layers, self.edge_weight,
+                                  exclude_eids=exclude_eids)
         elif self.block_kind == "cv":
             result = control_variate_blocks(
                 g, seeds, self.fanouts, self.edge_weight,
-                generator=_generator(self.seed, self.rank, step, 3),
+                generator=_generator(self.seed, self.rank, step, 3), exclude_eids=exclude_eids,
             )
         else:
             result = self.block_sampler.sample_blocks(g, seeds, exclude_eids)
@@ -605,11 +643,63 @@ class MVSSampler(BlockSampler):
         last.dstdata[keys.STEP] = torch.full(
             (seeds.numel(),), step, dtype=torch.int64, device=last.device
         )
+        # Which sampler drew these blocks, and whether their interval's scores were there.
+        last.dstdata[keys.SAMPLER] = torch.full(
+            (seeds.numel(),), self._token, dtype=torch.int64, device=last.device
+        )
+        if self._fallback_interval == step // self.interval and not self.is_checkpoint(step):
+            last.dstdata[keys.UNSCORED] = torch.ones(
+                seeds.numel(), dtype=torch.bool, device=last.device
+            )
         if self.output_device is not None:
             blocks = [block.to(self.output_device) for block in blocks]
             input_nodes = input_nodes.to(self.output_device)
             output_nodes = output_nodes.to(self.output_device)
         return input_nodes, output_nodes, blocks
+
+    def _check_order(self, step: int) -> None:
+        """Refuse steps that arrive out of order (a shuffling DataLoader moves checkpoints)."""
+        first = self.epoch * self._local_steps()[1] + int(self._start[0])
+        last = self._last_drawn
+        self._last_drawn = step
+        info = torch.utils.data.get_worker_info()
+        if last is None or step == first or (info is not None and info.num_workers > 1):
+            return  # a new iteration, or a worker's share (checked by global_step)
+        if step <= last and step // self.steps_per_epoch == last // self.steps_per_epoch:
+            raise ValueError(
+                f"MVSSampler received step {step} after step {last}: its DataLoader must not "
+                "shuffle (the step numbers are the schedule, and the seeds are drawn at random "
+                "already). Build it as DataLoader(g, sampler.step_ids(), sampler) with "
+                "shuffle=False."
+            )
+
+    def _check_histories(self) -> None:
+        """History blocks need a History attached to the model, with as many layers."""
+        if self.block_kind not in ("history", "cv"):
+            return
+        for history in attached_histories(self.g):
+            if history.num_layers != self.num_layers:
+                raise ValueError(
+                    f"MVSSampler builds {self.num_layers} blocks but the History attached to "
+                    f"this graph's model has {history.num_layers} layers (widths "
+                    f"{history.widths}): give the sampler num_layers={history.num_layers}"
+                )
+
+    def evaluation_sampler(self) -> BlockSampler:
+        """A block sampler for evaluation or prediction on given nodes, DGL's way.
+
+        Use it with DGL's DataLoader over the nodes to evaluate
+        (``DataLoader(g, val_nids, sampler.evaluation_sampler(), batch_size=4096)``): the
+        one-hop blocks of this sampler (exact, or control variates where it uses them) with
+        the same prefetched features, or full neighbourhoods
+        (``MultiLayerFullNeighborSampler``) for the other block kinds.
+        """
+        if self.block_kind == "onehop":
+            return self.block_sampler
+        return dgl.dataloading.MultiLayerFullNeighborSampler(
+            self.num_layers, prefetch_node_feats=self.prefetch_node_feats,
+            prefetch_labels=self.prefetch_labels,
+        )
 
     def draw_step(self, step: int) -> tuple[Tensor, Tensor]:
         """Seeds and Horvitz-Thompson weights of global step ``step``."""
@@ -678,6 +768,7 @@ class MVSSampler(BlockSampler):
             :func:`dgl_mvs.cross_entropy_grad_norm`.
         """
         step = _batch_step(blocks)
+        self._check_blocks_are_current(blocks, step)
         nodes = blocks[-1].dstdata[NID].to(self.train_nids.device)
         if torch.is_tensor(scores):
             scores = scores.detach()
@@ -701,6 +792,40 @@ class MVSSampler(BlockSampler):
             self._frozen_p.copy_(self._pool_probabilities(self.pool(interval)).cpu())
             # Publish the interval only once p is written: workers poll it.
             self._frozen_interval[0] = interval
+
+    def _check_blocks_are_current(self, blocks: Sequence, step: int) -> None:
+        """Refuse blocks of another sampler or of another epoch; report unscored draws."""
+        last = blocks[-1]
+        token = last.dstdata.get(keys.SAMPLER) if keys.SAMPLER in last.dstdata else None
+        if token is None or int(token[0]) != self._token:
+            raise ValueError(
+                "these blocks were drawn by another MVSSampler: give update_scores the blocks "
+                "of this sampler's DataLoader"
+            )
+        epoch = step // self._local_steps()[1]
+        if epoch != self.epoch:
+            raise ValueError(
+                f"these blocks are from epoch {epoch} (step {step}), the sampler is in epoch "
+                f"{self.epoch}: update_scores takes the blocks of the current epoch only "
+                "(scores of an old step would overwrite newer ones); nothing was changed"
+            )
+        if self.block_kind in ("history", "cv") and not attached_histories(self.g):
+            raise ValueError(
+                f"blocks={self.block_kind!r} fill the nodes outside the batch from history, "
+                "but no dgl_mvs.History is attached to this graph's model: the halo rows held "
+                "whatever the previous layer computed. Call "
+                "dgl_mvs.History(g, widths).attach(model.layers) before training"
+            )
+        if keys.UNSCORED in last.dstdata:
+            self._warn_once(
+                "unscored",
+                f"step {step} was drawn before the scores of its interval's checkpoint (step "
+                f"{step - step % self.interval}) were written, from the score table as it "
+                "was (DataLoader workers draw ahead of training). Call "
+                "sampler.update_scores(blocks, scores) after every step; pass "
+                "score_timeout=60 to make workers wait for them (draws then do not depend on "
+                "timing).",
+            )
 
     @torch.no_grad()
     def refresh_scores(self, model: nn.Module | None = None, chunk_size: int = 65536) -> None:

@@ -16,10 +16,24 @@ NID = dgl.NID
 WEIGHT, STEP = dgl_mvs.keys.WEIGHT, dgl_mvs.keys.STEP
 
 
+_KEEP = []  # histories stay attached as long as the tests run
+
+
+def attach_history(g, num_layers=2):
+    """History blocks are for models with an attached History: give the graph one."""
+    layers = torch.nn.ModuleList([SAGEConv(12, 8, "mean")] * num_layers)
+    history = dgl_mvs.History(g, [8] * (num_layers - 1))
+    history.attach(layers)
+    _KEEP.append((history, layers))
+    return history
+
+
 def make_sampler(g, **kwargs):
     options = dict(batch_size=16, num_layers=2, blocks="history", checkpoint_every=5,
-                   pool_ratio=0.4, seed=0)
+                   pool_ratio=0.4, seed=0, score_timeout=60.0)
     options.update(kwargs)
+    if options.get("blocks") in ("history", "cv") and not dgl_mvs.history.attached_histories(g):
+        attach_history(g, options["num_layers"] or len(options.get("fanouts") or []))
     return dgl_mvs.MVSSampler(g, torch.arange(200), **options)
 
 

@@ -66,7 +66,7 @@ def build(num_nodes=400, hidden=16, widths=None, train=None, optimizer="adam",
     history = dgl_mvs.History(g, widths or [hidden])
     history.attach(model.layers)
     options = dict(batch_size=16, num_layers=2, blocks="history", checkpoint_every=K,
-                   pool_ratio=0.5, seed=7,
+                   pool_ratio=0.5, seed=7, score_timeout=60.0,
                    probabilities=probabilities,
                    prefetch_node_feats=["feat"], prefetch_labels=["label"])
     options.update(sampler_kwargs)
