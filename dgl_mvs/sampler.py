@@ -25,6 +25,9 @@ from .scores import ScoreTable, bce_grad_norm, cross_entropy_grad_norm
 
 NID = dgl.NID
 _MASK64 = (1 << 64) - 1
+#: Largest graph whose score refreshes run as one full-graph forward (DGL's inference);
+#: larger ones run on blocks in chunks of training nodes.
+FULL_GRAPH_MAX_NODES = 4_000_000
 _BLOCK_KINDS = ("onehop", "history", "cv", "exact")
 
 __all__ = ["MVSSampler"]
@@ -62,6 +65,31 @@ def _batch_step(blocks: Sequence) -> int:
             "blocks[-1].dstdata)"
         )
     return int(last.dstdata[keys.STEP][0])
+
+
+#: Uniform share of the probabilities until the first score refresh can measure a better one.
+INITIAL_MIX = 0.25
+#: Uniform shares that a score refresh chooses from (1.0: uniform seeds).
+MIX_CHOICES = (0.1, 0.25, 0.5, 1.0)
+
+
+def _best_mix(stale: Tensor, fresh: Tensor, batch_size: int) -> float:
+    """The uniform share whose probabilities from ``stale`` scores did best on ``fresh`` ones.
+
+    The scores a refresh replaces are as stale as they get before the next refresh; the
+    closed-form variance ``sum (1 - p) / p g^2`` of the Horvitz-Thompson mean, with ``p`` from
+    those scores and ``g`` the fresh ones, measures how much their probabilities helped.
+    Stale scores can do worse than uniform seeds (a node scored low long ago may have a large
+    gradient now and a tiny probability): the choice then falls back towards uniform.
+    """
+    fresh = fresh.clamp(min=0.0)
+    best, best_var = 1.0, math.inf
+    for mix in MIX_CHOICES:
+        p = mvs_probabilities(stale, batch_size, uniform_mix=mix)
+        var = float(((1.0 - p) / p * fresh**2).sum())
+        if var < best_var * (1.0 - 1e-9):
+            best, best_var = mix, var
+    return best
 
 
 def _positive_int(name: str, value, minimum: int = 1) -> int:
@@ -357,12 +385,13 @@ class MVSSampler(BlockSampler):
             raise ValueError(f"probabilities must be 'frozen' or 'step', got {probabilities!r}")
         if draw not in ("systematic", "poisson"):
             raise ValueError(f"draw must be 'systematic' or 'poisson', got {draw!r}")
+        # None with one-hop blocks: chosen at every score refresh (see refresh_scores).
+        self.adaptive_mix = uniform_mix is None and onehop
         if uniform_mix is None:
-            # A tenth of uniform bounds the weights at 10x the uniform weight: importance
-            # weights with heavy tails upset Adam more than their variance suggests.
-            uniform_mix = 0.1 if onehop else 0.0
-        if not 0.0 <= uniform_mix <= 1.0:
-            raise ValueError(f"uniform_mix must be in [0, 1], got {uniform_mix}")
+            uniform_mix = INITIAL_MIX if onehop else 0.0
+        if isinstance(uniform_mix, bool) or not isinstance(uniform_mix, numbers.Real) \
+                or not 0.0 <= uniform_mix <= 1.0:
+            raise ValueError(f"uniform_mix must be a number in [0, 1], got {uniform_mix!r}")
         self.block_kind, self.block_sampler, num_layers = _block_choice(
             blocks, fanouts, num_layers
         )
@@ -387,7 +416,9 @@ class MVSSampler(BlockSampler):
         self.pool_ratio = pool_ratio
         self.probabilities = probabilities
         self.draw = draw
-        self.uniform_mix = uniform_mix
+        # Shared memory: a refresh's choice reaches DataLoader workers.
+        self._mix = torch.tensor([float(uniform_mix)], dtype=torch.float64).share_memory_()
+        self._configured_mix = None if self.adaptive_mix else float(uniform_mix)
         self.edge_weight = edge_weight
         self.steps_per_epoch = (
             math.ceil(num_train / batch_size) if steps_per_epoch is None
@@ -433,8 +464,17 @@ class MVSSampler(BlockSampler):
         # Identifies this sampler's blocks in update_scores (copied into worker processes).
         self._token = int.from_bytes(os.urandom(7), "little")
 
+    @property
+    def uniform_mix(self) -> float:
+        """Uniform share ``a`` of the probabilities, ``(1 - a) p_mvs + a B / n``."""
+        return float(self._mix[0])
+
+    @uniform_mix.setter
+    def uniform_mix(self, value: float) -> None:
+        self._mix[0] = float(value)
+
     def _default_score_every(self) -> int:
-        """Steps between score refreshes, so that refreshing costs about a tenth of training.
+        """Steps between score refreshes, so that refreshing costs about 5% of training.
 
         A refresh is a forward pass (about a third of a training step's work per row) over
         the rows that all training nodes reach, at most the whole graph; a step trains on
@@ -442,7 +482,7 @@ class MVSSampler(BlockSampler):
         """
         per_seed = self.block_sampler.rows_per_seed()
         refresh_rows = min(float(self.g.num_nodes()), self.train_nids.numel() * per_seed)
-        steps = math.ceil(3.0 * refresh_rows / (self.batch_size * per_seed))
+        steps = math.ceil(refresh_rows / (3.0 * 0.05 * self.batch_size * per_seed))
         return max(1, min(self.steps_per_epoch, steps))
 
     # ------------------------------------------------------------------ schedule
@@ -831,27 +871,27 @@ class MVSSampler(BlockSampler):
     def refresh_scores(self, model: nn.Module | None = None, chunk_size: int = 65536) -> None:
         """Score every training node at the current weights (forward only, dropout off).
 
-        Runs the model on this sampler's blocks for all training nodes, in chunks, and writes
-        the closed-form gradient norm of each node's loss (cross-entropy, or binary
-        cross-entropy with ``multilabel=True``) to the score table.  Called every
-        ``score_every`` steps by :meth:`update_scores`; scores measured this way, all at
-        once, keep the probabilities close to the optimal ones, where per-step scores (each
-        node's last training forward) drift: see the README's variance measurements.
+        Runs the model on the whole graph (``model([g] * L, x)``, DGL's full-graph
+        inference: the layers' own message passing, exact) when the graph is on the model's
+        device and has at most ``FULL_GRAPH_MAX_NODES`` nodes, otherwise on this sampler's
+        blocks for the training nodes in chunks, and writes the closed-form gradient norm of
+        each training node's loss (cross-entropy, or binary cross-entropy with
+        ``multilabel=True``) to the score table.  Called every ``score_every`` steps by
+        :meth:`update_scores`.  Scores measured this way, all at once, keep the probabilities
+        close to the optimal ones, where per-step scores (each node's last training forward)
+        drift: see the README's variance measurements.
         """
         model = model if model is not None else self.model
         if model is None:
             raise ValueError("refresh_scores needs the model (MVSSampler(model=...))")
-        g = self.g
-        labels = g.ndata[self.label_key]
+        labels = self.g.ndata[self.label_key]
         modules = [m for m in model.modules()]
         modes = [m.training for m in modules]
         model.eval()
-        gen = _generator(self.seed, self.rank, self._last_updated_step, 5)
+        had_scores = bool(self.scores.written(self.train_nids).any())
+        previous = self.scores.read(self.train_nids).double()
         try:
-            for chunk in self.train_nids.split(chunk_size):
-                input_nodes, out_nodes, blocks = self.blocks_for(chunk, gen)
-                x = blocks[0].srcdata[self.input_feature]
-                logits = model(blocks, x)
+            for out_nodes, logits in self._train_logits(model, chunk_size):
                 y = labels[out_nodes.long()].to(logits.device)
                 if self.multilabel:
                     values = bce_grad_norm(logits, y.to(logits.dtype))
@@ -862,8 +902,28 @@ class MVSSampler(BlockSampler):
         finally:
             for m, mode in zip(modules, modes):
                 m.train(mode)
+        if self.adaptive_mix and had_scores:
+            self.uniform_mix = _best_mix(previous, self.scores.read(self.train_nids).double(),
+                                         self.batch_size)
         self._since_scores = 0
         self._draw_cache = None  # the next draw recomputes p from the new scores
+
+    def _train_logits(self, model: nn.Module, chunk_size: int):
+        """``(nodes, logits)`` for all training nodes: one full-graph pass, or chunks."""
+        g = self.g
+        param = next(model.parameters(), None)
+        device = param.device if param is not None else g.device
+        if g.device == device and g.num_nodes() <= FULL_GRAPH_MAX_NODES:
+            with g.local_scope():
+                if self.edge_weight is not None:  # the models read DGL's key
+                    g.edata[keys.EDGE_WEIGHTS] = g.edata[self.edge_weight]
+                logits = model([g] * self.num_layers, g.ndata[self.input_feature])
+            yield self.train_nids, logits[self.train_nids.long()]
+            return
+        gen = _generator(self.seed, self.rank, self._last_updated_step, 5)
+        for chunk in self.train_nids.split(chunk_size):
+            _, out_nodes, blocks = self.blocks_for(chunk, gen)
+            yield out_nodes, model(blocks, blocks[0].srcdata[self.input_feature])
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
@@ -891,6 +951,7 @@ class MVSSampler(BlockSampler):
             "frozen_p": self._frozen_p.detach().to("cpu", copy=True),
             "last_updated_step": self._last_updated_step,
             "since_scores": self._since_scores,
+            "uniform_mix": self.uniform_mix,
             "blocks": (self.block_sampler.state_dict() if self.block_kind == "onehop" else None),
         }
 
@@ -904,7 +965,7 @@ class MVSSampler(BlockSampler):
             "pool_size": self.pool_size,
             "probabilities": self.probabilities,
             "draw": self.draw,
-            "uniform_mix": self.uniform_mix,
+            "uniform_mix": self._configured_mix,
             "score_every": self.score_every,
             "edge_weight": self.edge_weight,
             "steps_per_epoch": self.steps_per_epoch,
@@ -981,6 +1042,7 @@ class MVSSampler(BlockSampler):
         self._frozen_interval[0] = int(state["frozen_interval"])
         self._last_updated_step = int(state["last_updated_step"])
         self._since_scores = int(state.get("since_scores", 0))
+        self.uniform_mix = float(state.get("uniform_mix", self.uniform_mix))
         if self.block_kind == "onehop" and state.get("blocks") is not None:
             self.block_sampler.load_state_dict(state["blocks"])
         self._pool_cache = None

@@ -40,7 +40,7 @@ def test_default_trains_in_the_dataloader(num_workers):
     model = Model("sage", 2, dropout=0.5)
     sampler = dgl_mvs.MVSSampler(g, torch.arange(200), 16, model=model, **FEATS)
     assert sampler.block_kind == "onehop" and not sampler.has_checkpoints
-    assert sampler.uniform_mix == 0.1
+    assert sampler.adaptive_mix and sampler.uniform_mix in dgl_mvs.sampler.MIX_CHOICES
     steps = _train(g, model, sampler, epochs=2, num_workers=num_workers)
     assert steps == list(range(2 * sampler.steps_per_epoch))
     # Score refreshes scored every training node and nothing else.
