@@ -83,7 +83,9 @@ class GCN(SAGE):
     def __init__(self, in_size, hid_size, out_size, dropout=0.5, num_layers=2):
         super().__init__(in_size, hid_size, out_size, dropout, num_layers)
         sizes = [in_size] + [hid_size] * (num_layers - 1) + [out_size]
-        self.layers = nn.ModuleList([GraphConv(a, b) for a, b in zip(sizes, sizes[1:])])
+        # Sampled blocks (LaborSampler's in particular) can leave a node without in-edges.
+        self.layers = nn.ModuleList([GraphConv(a, b, allow_zero_in_degree=True)
+                                     for a, b in zip(sizes, sizes[1:])])
 
 
 def parse_args(argv=None):
@@ -113,6 +115,8 @@ def parse_args(argv=None):
     p.add_argument("--summarize", nargs="+", default=None, metavar="JSON",
                    help="only print the tables (and plot) of earlier result files")
     p.add_argument("--quick", action="store_true", help="small graph, one seed, two epochs")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the runs already in --out and run only the missing ones")
     return p.parse_args(argv)
 
 
@@ -347,7 +351,9 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     if args.quick:
         args.seeds, args.batch_sizes, args.epochs = [0], [256], 2
-    runs = []
+    runs = json.loads(Path(args.out).read_text()) if args.resume and Path(args.out).exists() \
+        else []
+    done = {(r["dataset"], r["model"], r["batch_size"], r["seed"], r["sampler"]) for r in runs}
     started = time.perf_counter()
     for dataset in args.datasets:
         for model in args.models:
@@ -355,6 +361,8 @@ def main(argv=None):
             for batch in args.batch_sizes:
                 for seed in args.seeds:
                     for name in args.samplers:
+                        if (dataset, model, batch, seed, name + args.tag) in done:
+                            continue
                         result = run(g, num_classes, model, name, batch, seed, args)
                         result["dataset"] = dataset
                         runs.append(result)
