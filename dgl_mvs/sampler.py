@@ -473,17 +473,30 @@ class MVSSampler(BlockSampler):
     def uniform_mix(self, value: float) -> None:
         self._mix[0] = float(value)
 
+    def _refresh_rows(self) -> tuple[float, bool]:
+        """(first-layer rows of a score refresh, whether it runs on the whole graph).
+
+        The training nodes' blocks reach about ``|train| * rows_per_seed`` rows (at most the
+        graph); one full-graph pass computes every node but skips building blocks, so it is
+        used unless the training nodes reach less than two thirds of the graph.
+        """
+        n = float(self.g.num_nodes())
+        reach = min(n, self.train_nids.numel() * self.block_sampler.rows_per_seed())
+        full = self.g.num_nodes() <= FULL_GRAPH_MAX_NODES and n <= 1.5 * reach
+        return (n if full else reach), full
+
     def _default_score_every(self) -> int:
         """Steps between score refreshes, so that refreshing costs about 5% of training.
 
         A refresh is a forward pass (about a third of a training step's work per row) over
-        the rows that all training nodes reach, at most the whole graph; a step trains on
-        the rows its batch reaches.  Both are counted with the block sampler's rows per seed.
+        :meth:`_refresh_rows`; a step trains on the rows its batch reaches, counted with the
+        block sampler's rows per seed.  Where that makes refreshes rare (small training sets
+        in large graphs, Cora's 140 nodes), the stale scores' probabilities fall back towards
+        uniform through the measured uniform share (:func:`_best_mix`).
         """
         per_seed = self.block_sampler.rows_per_seed()
-        refresh_rows = min(float(self.g.num_nodes()), self.train_nids.numel() * per_seed)
-        steps = math.ceil(refresh_rows / (3.0 * 0.05 * self.batch_size * per_seed))
-        return max(1, min(self.steps_per_epoch, steps))
+        refresh_rows, _ = self._refresh_rows()
+        return max(1, math.ceil(refresh_rows / (3.0 * 0.05 * self.batch_size * per_seed)))
 
     # ------------------------------------------------------------------ schedule
     def step_ids(self) -> Tensor:
@@ -873,8 +886,8 @@ class MVSSampler(BlockSampler):
 
         Runs the model on the whole graph (``model([g] * L, x)``, DGL's full-graph
         inference: the layers' own message passing, exact) when the graph is on the model's
-        device and has at most ``FULL_GRAPH_MAX_NODES`` nodes, otherwise on this sampler's
-        blocks for the training nodes in chunks, and writes the closed-form gradient norm of
+        device, has at most ``FULL_GRAPH_MAX_NODES`` nodes and the training nodes reach most of
+        it, otherwise on this sampler's blocks for the training nodes in chunks, and writes the closed-form gradient norm of
         each training node's loss (cross-entropy, or binary cross-entropy with
         ``multilabel=True``) to the score table.  Called every ``score_every`` steps by
         :meth:`update_scores`.  Scores measured this way, all at once, keep the probabilities
@@ -913,7 +926,7 @@ class MVSSampler(BlockSampler):
         g = self.g
         param = next(model.parameters(), None)
         device = param.device if param is not None else g.device
-        if g.device == device and g.num_nodes() <= FULL_GRAPH_MAX_NODES:
+        if g.device == device and self._refresh_rows()[1]:
             with g.local_scope():
                 if self.edge_weight is not None:  # the models read DGL's key
                     g.edata[keys.EDGE_WEIGHTS] = g.edata[self.edge_weight]
@@ -952,6 +965,12 @@ class MVSSampler(BlockSampler):
             "last_updated_step": self._last_updated_step,
             "since_scores": self._since_scores,
             "uniform_mix": self.uniform_mix,
+            # One-hop schedules fix p at an interval's first draw: a resume mid-interval
+            # must draw from the same p, not from the scores written since.
+            "interval_p": None if self._draw_cache is None or self.has_checkpoints else {
+                "interval": int(self._draw_cache[0]),
+                "probs": self._draw_cache[1].detach().to("cpu", copy=True),
+            },
             "blocks": (self.block_sampler.state_dict() if self.block_kind == "onehop" else None),
         }
 
@@ -1022,6 +1041,14 @@ class MVSSampler(BlockSampler):
         self.scores._check_state_dict(state["scores"])
         if self.block_kind == "onehop" and state.get("blocks") is not None:
             self.block_sampler.check_state_dict(state["blocks"])
+        saved_p = state.get("interval_p")
+        if saved_p is not None and (
+                not isinstance(saved_p, dict) or not torch.is_tensor(saved_p.get("probs"))
+                or tuple(saved_p["probs"].shape) != (self.pool_size,)):
+            raise ValueError(
+                f"sampler state's interval probabilities must be a tensor of shape "
+                f"({self.pool_size},)"
+            )
 
     def load_state_dict(self, state: dict) -> None:
         """Restore :meth:`state_dict`; a mismatch raises ValueError and changes nothing.
@@ -1047,3 +1074,9 @@ class MVSSampler(BlockSampler):
             self.block_sampler.load_state_dict(state["blocks"])
         self._pool_cache = None
         self._draw_cache = None
+        saved_p = state.get("interval_p")
+        if saved_p is not None and not self.has_checkpoints:
+            interval, probs = int(saved_p["interval"]), saved_p["probs"].to(self.train_nids.device)
+            drawer = SystematicDraws(probs, _generator(self.seed, self.rank, interval, 4)) \
+                if self.draw == "systematic" else None
+            self._draw_cache = (interval, probs, drawer)

@@ -15,8 +15,10 @@ def test_readme_loop_runs():
     assert namespace["loss"].item() > 0
     sampler, g = namespace["sampler"], namespace["g"]
     assert sampler.block_kind == "onehop"
-    # Score refreshes (at least one per epoch) scored every training node, and only those.
+    # Steps scored (most of) the training nodes, and only those; a refresh scores them all.
     train = namespace["train_nids"]
+    assert float(sampler.scores.written(train).float().mean()) > 0.5
+    sampler.refresh_scores()
     assert bool(sampler.scores.written(train).all())
     others = torch.nonzero(~g.ndata["train_mask"]).squeeze(1)
     assert not bool(sampler.scores.written(others).any())
