@@ -192,7 +192,7 @@ def _check_keys(g: DGLGraph, node_feats, labels, edge_feats, edge_weight: str | 
 
 
 class MVSSampler(BlockSampler):
-    """Minimal Variance Sampling (MVS-GNN, Algorithm 1) as a DGL block sampler.
+    """Minimal Variance Sampling (MVS-GNN) as a DGL block sampler.
 
     **What the DataLoader's indices mean.** As with :class:`dgl.dataloading.SAINTSampler`, the
     indices are *step numbers*, not nodes: the sampler owns its candidate set (``train_nids``)
@@ -200,79 +200,93 @@ class MVSSampler(BlockSampler):
     worker processes and ``use_ddp=True`` agree without coordination.  Build the loader with
     ``sampler.step_ids()`` as indices, the DataLoader's ``batch_size=1`` (the default; the MVS
     batch size is this sampler's ``batch_size``) and ``shuffle=False`` (draws are already
-    random; shuffling steps would move checkpoints).  An epoch is ``steps_per_epoch`` steps,
-    by default ``ceil(len(train_nids) / batch_size)``; call :meth:`set_epoch` at the start of
-    each epoch so that epochs draw differently.
+    random; shuffled steps are refused).  An epoch is ``steps_per_epoch`` steps, by default
+    ``ceil(len(train_nids) / batch_size)``; call :meth:`set_epoch` at the start of each epoch.
+    To evaluate, use :meth:`evaluation_sampler` in DGL's DataLoader over the nodes.
 
-    **Schedule.** Global step ``t = epoch * steps_per_epoch + index``.  Every
-    ``checkpoint_every`` (the paper's ``K``) steps a *checkpoint* step draws a uniform pool
-    ``V_S`` of ``pool_size`` training nodes (``gamma |train|``) and returns exact blocks
-    (:func:`dgl_mvs.exact_blocks`) for the whole pool with weights ``1 / |V_S|``: its forward
-    refreshes the histories of the pool's neighbourhood and its gradient norms score the pool.
-    The ``K - 1`` steps after it draw ``batch_size`` seeds from ``V_S`` with the minimal-variance
-    probabilities ``p_i = min(1, g_i / mu)`` (:func:`dgl_mvs.mvs_probabilities`) and weights
-    ``1 / (p_i |V_S|)``, so that ``sum_i w_i loss_i`` is an unbiased estimate of the mean loss.
-    With ``probabilities="frozen"`` (the authors' code) ``p`` is computed once per interval from
-    the scores written for the checkpoint; with ``"step"`` it is recomputed every step from the
-    latest scores (the paper's "on the fly" variant).
+    **Seeds.** Each step draws ``batch_size`` training nodes (systematic sampling, exactly
+    that many) with the minimal-variance probabilities ``p_i = min(1, g_i / mu)``
+    (:func:`dgl_mvs.mvs_probabilities`) of their scores ``g_i``, mixed with a share ``a`` of
+    uniform ones, and weights them by ``1 / (p_i |train|)`` in
+    ``blocks[-1].dstdata["mvs_weight"]``, so that ``sum_i w_i loss_i`` is an unbiased estimate
+    of the mean training loss.  ``p`` is fixed for ``interval`` steps (about a tenth of the
+    training set's worth of seeds), then recomputed from the score table.
 
-    **Scores.** Call :meth:`update_scores` with the blocks and fresh per-node gradient norms
-    (e.g. :func:`dgl_mvs.cross_entropy_grad_norm`) after every step.  The score table lives in
-    ``g.ndata["mvs_score"]`` in shared memory, so worker processes read what the main process
-    writes.  With ``probabilities="frozen"``, a worker drawing a step waits until the scores of
-    its interval's checkpoint are written (at most ``score_timeout`` seconds, then it warns and
-    uses the table as it is), so a seed gives the same batches with or without workers.  With
-    ``"step"`` and ``num_workers > 0``, a worker draws from the scores written so far: up to
-    ``num_workers * prefetch_factor`` steps stale, and timing-dependent.
+    **Scores.** :meth:`update_scores` writes each step's closed-form gradient norms (e.g.
+    :func:`dgl_mvs.cross_entropy_grad_norm`); every ``score_every`` steps
+    :meth:`refresh_scores` scores every training node at the current weights, forward only.
+    Scores that each node got at its own last training step drift apart (measured: their
+    probabilities gave 1.0-2.7x the gradient variance of uniform seeds); refreshed ones give
+    0.5-0.75x.  At each refresh the uniform share ``a`` is chosen (from 0.1, 0.25, 0.5, 1)
+    by how well the stale probabilities did on the fresh scores, so that stale scores fall
+    back towards uniform seeds instead of doing worse.  The score table lives in
+    ``g.ndata["mvs_score"]`` in shared memory, so DataLoader workers read what the training
+    process writes.
+
+    **Blocks.** By default :class:`dgl_mvs.OneHopSampler`'s: the first layer reads each
+    node's precomputed aggregation of the raw features, the last layer reads the batch's full
+    in-neighbourhood (exact: the batch's outputs and gradients are the full-graph ones) or,
+    above a mean degree of 40, uses control variates.  The model is given as ``model=`` (its
+    layers in ``model.layers``, as in DGL's examples).  ``blocks="history"`` / ``"cv"`` /
+    ``"exact"`` select the paper's Algorithm 1 instead: every ``checkpoint_every`` (``K``)
+    steps a checkpoint step returns exact blocks for a uniform pool ``V_S`` of
+    ``gamma |train|`` nodes (its forward refreshes histories, its gradient norms score the
+    pool) and the ``K - 1`` steps after it draw from ``V_S`` with weights ``1 / (p_i |V_S|)``;
+    those blocks need a :class:`dgl_mvs.History` attached to the model.  A DGL block sampler
+    (``NeighborSampler([10, 10])``) keeps DGL's blocks and only draws the seeds by importance.
 
     Parameters
     ----------
     g : DGLGraph
         The graph (homogeneous).  The score table is attached to its ``ndata``.
     train_nids : Tensor
-        Candidate seed nodes (the training set).
+        Candidate seed nodes (the training set): integer IDs or a boolean mask.
     batch_size : int
-        Expected seeds per MVS step (exact for ``draw="systematic"``).
+        Seeds per step (exact for ``draw="systematic"``, the mean for ``"poisson"``).
     num_layers : int, optional
-        Number of GNN layers; required for ``blocks`` "history" and "exact".
-    blocks : str or BlockSampler, default "history"
-        How to build the blocks of MVS steps: ``"history"`` (Eq. 7, full 1-hop neighbourhood
-        with history for the halo, :func:`dgl_mvs.history_blocks`), ``"cv"`` (VR-GCN control
-        variates with ``fanouts``, :func:`dgl_mvs.control_variate_blocks`), ``"exact"``, or a
-        DGL block sampler (e.g. ``NeighborSampler([10, 10])``) to keep your own blocks and only
-        draw the seeds by importance.
+        Number of GNN layers, for ``blocks`` "history" and "exact" (read from ``model``
+        otherwise).
+    model : nn.Module, optional
+        The GNN, called as ``model(blocks, x)``, with its layers in ``model.layers``.  Required
+        by the default blocks (which read how each layer aggregates) and by score refreshes.
+    blocks : str or BlockSampler, default "onehop"
+        ``"onehop"`` (see above), ``"history"`` (Eq. 7, :func:`dgl_mvs.history_blocks`),
+        ``"cv"`` (VR-GCN control variates with ``fanouts``), ``"exact"``, a
+        :class:`dgl_mvs.OneHopSampler`, or a DGL block sampler.
     fanouts : list[int], optional
-        Neighbours per layer for ``blocks="cv"``.
-    checkpoint_every : int, default 3
-        ``K``: steps per interval, the first being the checkpoint.  The paper used 20; on a
-        100k-node synthetic graph (GCN, batch 64 / 256 / 1024) ``K = 3`` reached 7-10 points
-        more test accuracy than ``K = 20`` (and 0.3-2 more than ``K = 5``) in about the same
-        wall time: smaller pools make cheaper checkpoints, and their exact-gradient updates
-        come more often.  Larger ``K`` makes more steps cheap MVS steps.
+        One-hop blocks: per layer, ``-1`` exact or ``s`` control variates with ``s`` sampled
+        neighbours (default: the cost rule of :func:`dgl_mvs.onehop.default_fanouts`).
+        ``blocks="cv"``: neighbours sampled per layer.
+    checkpoint_every : int, optional
+        ``K`` of the history schedules (default 3); not used by one-hop blocks.  (Unrelated to
+        :func:`dgl_mvs.save_checkpoint`, which writes a run to disk.)
     pool_ratio : float, optional
-        ``gamma``: pool size as a fraction of ``train_nids``.  By default the pool holds
-        ``checkpoint_every * batch_size`` nodes (at most all of ``train_nids``), as many as an
-        interval's steps draw; the paper's settings correspond to 19-30 batches.  A checkpoint
-        step computes the pool's full ``num_layers``-hop neighbourhood, so its cost grows with
-        the pool.
+        ``gamma`` of the history schedules: pool size as a fraction of ``train_nids`` (default:
+        ``K`` batches).
     probabilities : str, default "frozen"
-        ``"frozen"`` or ``"step"`` (see above).
+        ``"frozen"`` (fixed per interval) or ``"step"`` (recomputed every step, ``O(|train|)``).
     draw : str, default "systematic"
-        ``"systematic"`` (exactly ``batch_size`` seeds) or ``"poisson"`` (independent
-        Bernoulli draws, the paper's; random size with mean ``batch_size``).
-    uniform_mix : float, default 0.0
-        Mix ``p`` with the uniform distribution, ``(1 - a) p + a B / |V_S|``.
+        ``"systematic"`` or ``"poisson"`` (independent Bernoulli draws, the paper's).
+    uniform_mix : float, optional
+        A fixed uniform share ``a`` in ``(1 - a) p + a B / n``.  Default: chosen at each score
+        refresh with one-hop blocks, 0 with the history schedules.
     edge_weight : str, optional
-        ``g.edata`` key of full-graph edge weights, put in ``block.edata["edge_weights"]``
-        (scaled by the sampling rate on control-variate blocks).
+        ``g.edata`` key of full-graph edge weights, put in ``block.edata["edge_weights"]``.
     steps_per_epoch : int, optional
         Steps per epoch (default ``ceil(len(train_nids) / batch_size)``).
     seed : int, default 0
         Seed of all draws.
-    score_timeout : float, default 60.0
-        Seconds a worker waits for a checkpoint's scores.
+    score_timeout : float, default 0.0
+        History schedules: seconds a DataLoader worker waits for a checkpoint's scores before
+        drawing from the table as it is (reported by :meth:`update_scores`).  A positive value
+        makes draws with workers independent of timing.
+    score_every : int, optional
+        Steps between score refreshes (default: about 5% of the training cost; 0 disables).
+    multilabel : bool, default False
+        Score refreshes use binary cross-entropy (mean over classes) instead of cross-entropy.
     prefetch_node_feats, prefetch_labels, prefetch_edge_feats, output_device
-        As in :class:`dgl.dataloading.NeighborSampler`.
+        As in :class:`dgl.dataloading.NeighborSampler`.  With one-hop blocks the node features
+        arrive in ``blocks[0].srcdata`` already aggregated for the first layer.
 
     Examples
     --------
@@ -281,16 +295,19 @@ class MVSSampler(BlockSampler):
     >>> import dgl_mvs
     >>> g = dgl.rand_graph(300, 3000)
     >>> g.ndata["feat"], g.ndata["label"] = torch.randn(300, 8), torch.randint(0, 3, (300,))
-    >>> layers = torch.nn.ModuleList([SAGEConv(8, 16, "mean"), SAGEConv(16, 3, "mean")])
-    >>> def model(blocks, h):
-    ...     h = F.relu(layers[0](blocks[0], h))
-    ...     return layers[1](blocks[1], h)
-    >>> history = dgl_mvs.History(g, widths=[16])
-    >>> _ = history.attach(layers)
-    >>> sampler = dgl_mvs.MVSSampler(g, torch.arange(200), batch_size=32, num_layers=2,
+    >>> class SAGE(torch.nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.layers = torch.nn.ModuleList([SAGEConv(8, 16, "mean"),
+    ...                                            SAGEConv(16, 3, "mean")])
+    ...     def forward(self, blocks, x):
+    ...         h = F.relu(self.layers[0](blocks[0], x))
+    ...         return self.layers[1](blocks[1], h)
+    >>> model = SAGE()
+    >>> sampler = dgl_mvs.MVSSampler(g, torch.arange(200), batch_size=32, model=model,
     ...     prefetch_node_feats=["feat"], prefetch_labels=["label"])
     >>> loader = dgl.dataloading.DataLoader(g, sampler.step_ids(), sampler)
-    >>> opt = torch.optim.Adam(layers.parameters(), lr=0.01)
+    >>> opt = torch.optim.Adam(model.parameters(), lr=0.01)
     >>> for epoch in range(2):
     ...     sampler.set_epoch(epoch)
     ...     for input_nodes, output_nodes, blocks in loader:

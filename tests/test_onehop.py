@@ -236,3 +236,15 @@ def test_snapshot_refreshes_on_schedule():
     for _ in loader:
         pass
     assert sampler.refreshed == 1 + 160 // 64  # at construction, then every 64 seeds
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import dgl_mvs.aggregation
+    import dgl_mvs.onehop
+    import dgl_mvs.sampler
+
+    for module in (dgl_mvs.onehop, dgl_mvs.sampler, dgl_mvs.aggregation):
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert result.attempted > 0 and result.failed == 0, module.__name__
