@@ -17,9 +17,9 @@ Models are DGL's example models (2 layers, hidden 256, ReLU, dropout 0.5 between
 GraphSAGE with ``SAGEConv('mean')`` and GCN with ``GraphConv`` (default ``norm='both'``, self
 loops added).  Adam at ``--lr``.  Validation accuracy is taken ``--evals-per-epoch`` times per
 epoch (and at steps 8, 16, 32, ... before the first of those) by full-graph inference (not
-counted in the wall time), the test accuracy at the best validation point.  "time to target" is the training wall time at which a run first reaches
-the best validation accuracy of ``neighbor`` with the same seed, against the time
-``neighbor`` took to get there.  For ``mvs`` the
+counted in the wall time), the test accuracy at the best validation point.  "time to
+target" is the training wall time at which a run first reaches the best validation accuracy
+of ``neighbor`` with the same seed, against the time ``neighbor`` took to get there.  For ``mvs`` the
 gradient-variance diagnostic (:func:`dgl_mvs.diagnostics.gradient_variance`) runs once per
 epoch.  Every run is written to ``--out`` (JSON) as it finishes; ``--plot`` draws validation
 accuracy against wall time per sampler.
