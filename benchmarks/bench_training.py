@@ -19,7 +19,8 @@ loops added).  Adam at ``--lr``.  Validation accuracy is taken ``--evals-per-epo
 epoch (and at steps 8, 16, 32, ... before the first of those) by full-graph inference (not
 counted in the wall time), the test accuracy at the best validation point.  "time to
 target" is the training wall time at which a run first reaches the best validation accuracy
-of ``neighbor`` with the same seed, against the time ``neighbor`` took to get there.  For ``mvs`` the
+of ``neighbor`` with the same seed, against the time ``neighbor`` took to get there.  For
+``mvs`` the
 gradient-variance diagnostic (:func:`dgl_mvs.diagnostics.gradient_variance`) runs once per
 epoch.  Every run is written to ``--out`` (JSON) as it finishes; ``--plot`` draws validation
 accuracy against wall time per sampler.
