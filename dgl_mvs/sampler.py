@@ -906,10 +906,10 @@ class MVSSampler(BlockSampler):
         device, has at most ``FULL_GRAPH_MAX_NODES`` nodes and the training nodes reach most of
         it, otherwise on this sampler's blocks for the training nodes in chunks, and writes
         the closed-form gradient norm of each training node's loss (cross-entropy, or binary
-        cross-entropy with ``multilabel=True``) to the score table.  Called every ``score_every`` steps by
-        :meth:`update_scores`.  Scores measured this way, all at once, keep the probabilities
-        close to the optimal ones, where per-step scores (each node's last training forward)
-        drift: see the README's variance measurements.
+        cross-entropy with ``multilabel=True``) to the score table.  Called every
+        ``score_every`` steps by :meth:`update_scores`.  Scores measured this way, all at
+        once, keep the probabilities close to the optimal ones, where per-step scores (each
+        node's last training forward) drift: see the README's variance measurements.
         """
         model = model if model is not None else self.model
         if model is None:
