@@ -21,8 +21,8 @@ counted in the wall time), the test accuracy at the best validation point.  "tim
 target" is the training wall time at which a run first reaches the best validation accuracy
 of ``neighbor`` with the same seed, against the time ``neighbor`` took to get there.  For
 ``mvs`` the gradient-variance diagnostic (:func:`dgl_mvs.diagnostics.gradient_variance`)
-runs once per epoch.  Every run is written to ``--out`` (JSON) as it finishes; ``--plot`` draws validation
-accuracy against wall time per sampler.
+runs once per epoch.  Every run is written to ``--out`` (JSON) as it finishes; ``--plot``
+draws validation accuracy against wall time per sampler.
 """
 from __future__ import annotations
 
