@@ -6,7 +6,7 @@
 The measurements behind the README's "history blocks" tables (MVSSampler(blocks="history"),
 the default before one-hop blocks); benchmarks/bench_training.py measures the default.
 
-Runs examples/node_classification.py's ``run`` for every (dataset, batch size, sampler, seed),
+Runs examples/compare_samplers.py's ``run`` for every (dataset, batch size, sampler, seed),
 prints a table of the test metric (mean ± std over seeds), optimizer steps, training wall
 time and nodes touched per step, and writes every run to results/bench_training.json.
 Runs of one configuration are interleaved with the other samplers' so that machine load
@@ -23,8 +23,8 @@ import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "examples"))
-import node_classification  # noqa: E402
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import compare_samplers  # noqa: E402
 
 DATASETS = {
     "cora": ["--dataset", "cora"],
@@ -50,7 +50,7 @@ def parse_args(argv=None):
     p.add_argument("--gamma", type=float, default=None, help="default: pool of K batches")
     p.add_argument("--tag", default="", help="label appended to the sampler name in tables")
     p.add_argument("--extra", nargs=argparse.REMAINDER, default=[],
-                   help="more node_classification.py options, passed through")
+                   help="more compare_samplers.py options, passed through")
     p.add_argument("--out", default=str(ROOT / "results" / "bench_history_blocks.json"))
     p.add_argument("--summarize", nargs="+", default=None, metavar="JSON",
                    help="only print the table of earlier result files")
@@ -81,7 +81,7 @@ def main(argv=None):
                         "--blocks", "history",
                         "--seed", str(seed), "--quiet",
                     ] + (["--gamma", str(args.gamma)] if args.gamma else []) + args.extra
-                    result = node_classification.run(node_classification.parse_args(argv_run))
+                    result = compare_samplers.run(compare_samplers.parse_args(argv_run))
                     result.pop("curve")
                     result["bench_dataset"] = dataset
                     result["sampler"] = sampler + (f"-{args.tag}" if args.tag else "")

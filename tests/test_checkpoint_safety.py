@@ -166,7 +166,7 @@ def test_trust_extra_is_an_explicit_opt_in(tmp_path):
 def test_plain_extra_loads_by_default_and_other_objects_need_trust(tmp_path):
     model = torch.nn.Linear(4, 2)
     path = tmp_path / "ckpt.pt"
-    # what examples/node_classification.py stores: counters, a curve, early-stopping state
+    # what examples/compare_samplers.py stores: counters, a curve, early-stopping state
     extra = {"steps": 5, "curve": [{"step": 5, "time": 0.25, "loss": 1.5, "val": 0.5}],
              "stopper": (0.5, model.state_dict(), 1), "name": "run", "none": None}
     save_checkpoint(path, model=model, extra=extra)

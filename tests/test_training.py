@@ -9,18 +9,18 @@ import torch
 import dgl_mvs
 from dgl_mvs.training import EarlyStopping, metric, per_node_loss, weighted_loss
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-import node_classification  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import compare_samplers  # noqa: E402
 
 
 def test_mvs_learns_cora():
     """A few hundred seeded MVS steps of a 2-layer GCN reach >= 0.75 test accuracy on Cora."""
-    args = node_classification.parse_args([
+    args = compare_samplers.parse_args([
         "--dataset", "cora", "--model", "gcn", "--sampler", "mvs", "--batch-size", "32",
         "--K", "10", "--epochs", "60", "--patience", "60", "--max-steps", "300",
         "--seed", "0", "--quiet",
     ])
-    result = node_classification.run(args)
+    result = compare_samplers.run(args)
     assert result["steps"] == 300
     assert result["test"] >= 0.75, result["test"]
 
@@ -32,7 +32,7 @@ def test_weighted_loss_is_unbiased_in_the_loop():
                                    feat_dim=16, seed=0)
     g = ds[0]
     train = torch.nonzero(g.ndata["train_mask"]).squeeze(1)
-    model = node_classification.GNN("sage", 16, 32, 4, 2, dropout=0.0).eval()
+    model = compare_samplers.GNN("sage", 16, 32, 4, 2, dropout=0.0).eval()
     history = dgl_mvs.History(g, [32])
     history.attach(model.layers)
     sampler = dgl_mvs.MVSSampler(
@@ -65,16 +65,16 @@ def test_weighted_loss_is_unbiased_in_the_loop():
     assert abs(float(estimates.mean()) - pool_mean) < 5 * sem, (estimates.mean(), pool_mean, sem)
 
 
-@pytest.mark.parametrize("sampler", node_classification.SAMPLERS)
+@pytest.mark.parametrize("sampler", compare_samplers.SAMPLERS)
 def test_example_runs_for_every_sampler(sampler, tmp_path):
     out = tmp_path / "result.json"
-    args = node_classification.parse_args([
+    args = compare_samplers.parse_args([
         "--dataset", "synthetic", "--num-nodes", "400", "--avg-degree", "6",
         "--num-classes", "3", "--feat-dim", "8", "--hidden", "16", "--model", "sage",
         "--sampler", sampler, "--batch-size", "32", "--epochs", "2", "--K", "3",
         "--output", str(out), "--quiet",
     ] + (["--plot", str(tmp_path / "curve.png")] if sampler == "mvs" else []))
-    result = node_classification.run(args)
+    result = compare_samplers.run(args)
     assert out.exists()
     assert 0.0 <= result["test"] <= 1.0
     assert result["steps"] > 0 and result["nodes_per_step"] > 0
@@ -84,35 +84,35 @@ def test_example_runs_for_every_sampler(sampler, tmp_path):
 
 @pytest.mark.parametrize("blocks", ["cv", "exact", "neighbor", "labor"])
 def test_example_mvs_block_variants(blocks):
-    args = node_classification.parse_args([
+    args = compare_samplers.parse_args([
         "--dataset", "synthetic", "--num-nodes", "400", "--avg-degree", "6",
         "--num-classes", "3", "--feat-dim", "8", "--hidden", "16", "--model", "sage",
         "--sampler", "mvs", "--blocks", blocks, "--fanout", "3", "--batch-size", "32",
         "--epochs", "2", "--K", "3", "--quiet",
     ])
-    result = node_classification.run(args)
+    result = compare_samplers.run(args)
     assert 0.0 <= result["test"] <= 1.0 and result["steps"] > 0
 
 
 @pytest.mark.parametrize("model,blocks", [("gat", "history"), ("sage", "onehop")])
 def test_example_multilabel(model, blocks):
-    args = node_classification.parse_args([
+    args = compare_samplers.parse_args([
         "--dataset", "synthetic", "--num-nodes", "300", "--avg-degree", "6", "--multilabel",
         "--num-classes", "3", "--feat-dim", "8", "--hidden", "16", "--model", model,
         "--sampler", "mvs", "--blocks", blocks, "--batch-size", "16", "--epochs", "1",
         "--quiet",
     ])
-    result = node_classification.run(args)
+    result = compare_samplers.run(args)
     assert result["metric"] == "micro_f1" and 0.0 <= result["test"] <= 1.0
 
 
 def test_example_gat_needs_other_blocks():
-    args = node_classification.parse_args([
+    args = compare_samplers.parse_args([
         "--dataset", "synthetic", "--num-nodes", "300", "--model", "gat", "--sampler", "mvs",
         "--epochs", "1", "--quiet",
     ])
     with pytest.raises(ValueError, match="attention.*blocks='history'"):
-        node_classification.run(args)
+        compare_samplers.run(args)
 
 
 def test_metric_and_early_stopping():
@@ -138,13 +138,13 @@ def test_example_checkpoint_and_resume_match_an_uninterrupted_run(tmp_path):
             "--num-classes", "3", "--feat-dim", "8", "--hidden", "16", "--model", "sage",
             "--sampler", "mvs", "--batch-size", "32", "--K", "4", "--patience", "100",
             "--dropout", "0.2", "--quiet"]
-    whole = node_classification.run(node_classification.parse_args(base + ["--epochs", "5"]))
+    whole = compare_samplers.run(compare_samplers.parse_args(base + ["--epochs", "5"]))
     ckpt = str(tmp_path / "ckpt.pt")
-    part = node_classification.parse_args(
-        base + ["--epochs", "2", "--checkpoint", ckpt, "--checkpoint-every", "5"])
-    node_classification.run(part)
-    resumed = node_classification.run(node_classification.parse_args(
-        base + ["--epochs", "5", "--checkpoint", ckpt, "--checkpoint-every", "1000",
+    part = compare_samplers.parse_args(
+        base + ["--epochs", "2", "--save", ckpt, "--save-every", "5"])
+    compare_samplers.run(part)
+    resumed = compare_samplers.run(compare_samplers.parse_args(
+        base + ["--epochs", "5", "--save", ckpt, "--save-every", "1000",
                 "--resume"]))
     assert resumed["steps"] == whole["steps"]
     assert [c["loss"] for c in resumed["curve"]] == [c["loss"] for c in whole["curve"]]
@@ -158,7 +158,7 @@ def test_example_score_only_checkpoints_leave_the_parameters_alone():
             "--quiet", "--checkpoint-steps", "score"]
 
     def run(*extra):
-        return node_classification.run(node_classification.parse_args(base + list(extra)))
+        return compare_samplers.run(compare_samplers.parse_args(base + list(extra)))
 
     # K = 1: every step is a checkpoint, so no step may change the model.
     one, three = run("--K", "1", "--epochs", "1"), run("--K", "1", "--epochs", "3")

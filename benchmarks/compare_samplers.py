@@ -1,8 +1,11 @@
-"""Node classification with MVS-GNN (dgl_mvs) or DGL's own samplers, in DGL's standard loop.
+"""The comparison harness: node classification with dgl_mvs or DGL's own samplers.
 
-    python examples/node_classification.py                       # MVS, GCN, Cora (offline)
-    python examples/node_classification.py --sampler neighbor    # DGL's NeighborSampler
-    python examples/node_classification.py --dataset synthetic --num-nodes 100000 --model sage
+For a training script to copy, see ``examples/node_classification.py``; this one runs every
+sampler and block kind under one set of options, for the benchmarks and the tests.
+
+    python benchmarks/compare_samplers.py                       # MVS, GCN, Cora (offline)
+    python benchmarks/compare_samplers.py --sampler neighbor    # DGL's NeighborSampler
+    python benchmarks/compare_samplers.py --dataset synthetic --num-nodes 100000 --model sage
 
 Samplers: ``mvs`` (importance-sampled seeds; one-hop blocks by default, ``--blocks history``
 for the paper's Algorithm 1), ``cv`` (VR-GCN
@@ -117,10 +120,11 @@ def parse_args(argv=None):
     p.add_argument("--device", default="cpu")
     p.add_argument("--num-workers", type=int, default=0)
     p.add_argument("--eval-chunk", type=int, default=8192)
-    p.add_argument("--checkpoint", default=None,
-                   help="mvs: save model, optimizer, sampler and histories here (atomically)")
-    p.add_argument("--checkpoint-every", type=int, default=100, help="steps between saves")
-    p.add_argument("--resume", action="store_true", help="mvs: continue from --checkpoint")
+    p.add_argument("--save", default=None, metavar="PATH",
+                   help="mvs: save the run (model, optimizer, sampler, histories) to this file "
+                        "with dgl_mvs.save_checkpoint (atomically); unrelated to --K")
+    p.add_argument("--save-every", type=int, default=100, help="steps between saves")
+    p.add_argument("--resume", action="store_true", help="mvs: continue from --save PATH")
     p.add_argument("--output", default=None, help="JSON result file")
     p.add_argument("--plot", default=None, help="PNG plot of loss and validation metric")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -239,9 +243,9 @@ def run(args) -> dict:
         from tqdm.auto import tqdm
     first_epoch = 0
     if args.resume:
-        if sampler is None or not args.checkpoint:
-            raise SystemExit("--resume needs --sampler mvs and --checkpoint PATH")
-        state = dgl_mvs.load_checkpoint(args.checkpoint, model=model, optimizer=opt,
+        if sampler is None or not args.save:
+            raise SystemExit("--resume needs --sampler mvs and --save PATH")
+        state = dgl_mvs.load_checkpoint(args.save, model=model, optimizer=opt,
                                         sampler=sampler, history=history)
         steps, curve = state["steps"], state["curve"]
         stopper.best, stopper.best_state, stopper.bad_checks = state["stopper"]
@@ -281,9 +285,9 @@ def run(args) -> dict:
             steps += 1
             curve.append({"step": steps, "time": time.perf_counter() - start,
                           "loss": float(loss)})
-            if sampler is not None and args.checkpoint and steps % args.checkpoint_every == 0:
+            if sampler is not None and args.save and steps % args.save_every == 0:
                 dgl_mvs.save_checkpoint(
-                    args.checkpoint, model=model, optimizer=opt, sampler=sampler,
+                    args.save, model=model, optimizer=opt, sampler=sampler,
                     history=history, extra={"steps": steps, "curve": curve, "stopper": (
                         stopper.best, stopper.best_state, stopper.bad_checks)})
             if args.max_steps and steps >= args.max_steps:
