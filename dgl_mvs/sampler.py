@@ -359,7 +359,8 @@ class MVSSampler(BlockSampler):
                 )
             blocks = OneHopSampler(
                 g, model, fanouts, edge_weight=edge_weight,
-                prefetch_node_feats=prefetch_node_feats,
+                prefetch_node_feats=prefetch_node_feats, prefetch_labels=prefetch_labels,
+                output_device=output_device,
             )
             fanouts = None
         onehop = isinstance(blocks, OneHopSampler)
