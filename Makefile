@@ -13,7 +13,7 @@ install: $(STAMP)
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade --quiet pip
-	$(PY) -m pip install --quiet -e ".[examples,test]"
+	$(PY) -m pip install --quiet -e ".[examples,notebooks,test]"
 	$(PY) -c "import dgl_mvs; print('dgl_mvs', dgl_mvs.__version__, 'installed:', dgl_mvs.stack_versions())"
 	touch $(STAMP)
 
