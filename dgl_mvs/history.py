@@ -91,7 +91,7 @@ class History:
     >>> layers = torch.nn.ModuleList([SAGEConv(8, 16, "mean"), SAGEConv(16, 3, "mean")])
     >>> history = dgl_mvs.History(g, widths=[16])
     >>> handles = history.attach(layers)
-    >>> _, _, blocks = dgl_mvs.history_blocks(g, torch.arange(10), num_layers=2)
+    >>> _, _, blocks = dgl_mvs.blocks.history_blocks(g, torch.arange(10), num_layers=2)
     >>> h = blocks[0].srcdata["feat"] if "feat" in blocks[0].srcdata else g.ndata["feat"][
     ...     blocks[0].srcdata[dgl.NID]]
     >>> for layer, block in zip(layers, blocks):
@@ -436,7 +436,7 @@ class History:
             ].to("cpu", copy=True)
         return state
 
-    def _check_state_dict(self, state: dict) -> None:
+    def check_state_dict(self, state: dict) -> None:
         """Raise ValueError naming what differs if ``state`` does not fit (nothing changes)."""
         if not isinstance(state, dict):
             raise ValueError(f"history state must be a dict, got {type(state).__name__}")
@@ -477,7 +477,7 @@ class History:
 
         Values are copied into the existing ``g.ndata`` tensors, on the graph's device.
         """
-        self._check_state_dict(state)
+        self.check_state_dict(state)
         for layer in range(1, self.num_layers):
             self._table(layer).copy_(state[keys.history_key(layer)])
             self.g.ndata[keys.history_step_key(layer)].copy_(state[keys.history_step_key(layer)])

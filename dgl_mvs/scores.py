@@ -356,7 +356,7 @@ class ScoreTable:
             "written": self._written.cpu().clone(),
         }
 
-    def _check_state_dict(self, state: dict) -> None:
+    def check_state_dict(self, state: dict) -> None:
         """Raise ValueError if ``state`` does not fit this table (nothing is changed)."""
         if not isinstance(state, dict):
             raise ValueError(f"score state must be a dict, got {type(state).__name__}")
@@ -386,7 +386,7 @@ class ScoreTable:
 
         A state that does not fit (node count, shapes) raises ValueError and changes nothing.
         """
-        self._check_state_dict(state)
+        self.check_state_dict(state)
         self._scores.copy_(state["scores"])
         self._written.copy_(state["written"].bool())
         if "initial" in state:
