@@ -341,10 +341,10 @@ def _sample_per_destination(
     picked = torch.zeros(num_edges, dtype=torch.bool, device=dst.device)
     if fanout < 0:
         return picked.fill_(True)
-    keys_ = torch.rand(num_edges, generator=generator, dtype=torch.float64).to(dst.device)
+    priority = torch.rand(num_edges, generator=generator, dtype=torch.float64).to(dst.device)
     done = 2.0  # above every key: marks edges already picked
     for _ in range(fanout):
-        remaining = keys_.masked_fill(picked, done)
+        remaining = priority.masked_fill(picked, done)
         smallest = torch.full((num_dst,), done, dtype=torch.float64, device=dst.device)
         smallest.scatter_reduce_(0, dst, remaining, reduce="amin")
         picked |= (remaining == smallest[dst]) & (remaining < done)

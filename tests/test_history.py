@@ -22,7 +22,7 @@ def test_histories_live_in_ndata(graph):
     dgl_mvs.History(graph, [16, 8])
     assert graph.ndata[keys.history_key(1)].shape == (graph.num_nodes(), 16)
     assert graph.ndata[keys.history_key(2)].shape == (graph.num_nodes(), 8)
-    assert bool((graph.ndata[keys.history_step_key(1)] == -1).all())
+    assert bool((graph.ndata[keys.history_clock_key(1)] == -1).all())
 
 
 def test_forward_pushes_batch_and_pulls_halo_at_forward_time(graph):
@@ -68,7 +68,7 @@ def test_exact_blocks_refresh_the_neighbourhood(graph):
     assert bool((history.last_write(1, one_hop) >= 0).all())
     untouched = torch.ones(graph.num_nodes(), dtype=torch.bool)
     untouched[one_hop] = False
-    assert bool((graph.ndata[keys.history_step_key(1)][untouched] == -1).all())
+    assert bool((graph.ndata[keys.history_clock_key(1)][untouched] == -1).all())
 
 
 def test_refresh_restores_training_mode_and_needs_attach(graph):
@@ -162,3 +162,14 @@ def test_hook_dropout_keeps_histories_clean(graph):
     torch.testing.assert_close(dropped[kept], 2 * pushed[kept])  # inverted dropout scale
     with pytest.raises(ValueError, match="dropout"):
         history.attach(model.layers, dropout=1.0)
+
+
+def test_state_saved_with_the_old_last_write_key_loads(graph):
+    history = dgl_mvs.History(graph, [16])
+    history.push(1, torch.arange(5), torch.ones(5, 16))
+    state = history.state_dict()
+    state["mvs_hist_step_1"] = state.pop(keys.history_clock_key(1))
+    fresh = dgl_mvs.History(random_graph(), [16])
+    fresh.load_state_dict(state)
+    nodes = torch.arange(6)
+    assert torch.equal(fresh.last_write(1, nodes), history.last_write(1, nodes))
