@@ -14,7 +14,7 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade --quiet pip
 	$(PY) -m pip install --quiet -e ".[examples,notebooks,test]"
-	$(PY) -c "import dgl_mvs; print('dgl_mvs', dgl_mvs.__version__, 'installed:', dgl_mvs.stack_versions())"
+	$(PY) -c "import dgl_mvs, dgl_mvs._stack as s; print('dgl_mvs', dgl_mvs.__version__, 'installed:', s.stack_versions())"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -191,7 +191,7 @@ class FullStep:
         s = self.sampler
         interval = step // s.checkpoint_every
         if interval != self.published:
-            pool = s.pool(interval)
+            pool = s._pool(interval)
             ckpt = interval * s.checkpoint_every
             s.set_epoch(ckpt // self.count)
             scores = torch.rand(pool.numel(), generator=self.score_gen) ** 4 + 1e-3
@@ -205,7 +205,7 @@ class FullStep:
         return self.sampler.sample(self.g, torch.tensor([index]))
 
     def draw_only(self, _index: int):
-        return self.sampler.draw_step(self.step)
+        return self.sampler._draw_step(self.step)
 
 
 def timed(fn, arg):
@@ -221,8 +221,8 @@ def bench_layers(g, train, args, num_layers: int, rng: random.Random) -> dict:
     ns = dgl.dataloading.NeighborSampler([args.dgl_fanout] * num_layers)
     labor = dgl.dataloading.LaborSampler([args.dgl_fanout] * num_layers)
     block_fns = {
-        "mvs-history": lambda s: dgl_mvs.history_blocks(g, s, num_layers),
-        f"mvs-cv(fanout {args.cv_fanout})": lambda s: dgl_mvs.control_variate_blocks(
+        "mvs-history": lambda s: dgl_mvs.blocks.history_blocks(g, s, num_layers),
+        f"mvs-cv(fanout {args.cv_fanout})": lambda s: dgl_mvs.blocks.control_variate_blocks(
             g, s, [args.cv_fanout] * num_layers, generator=cv_gen),
         NS_NAME: lambda s: ns.sample_blocks(g, s),
         "dgl-labor": lambda s: labor.sample_blocks(g, s),
@@ -294,17 +294,17 @@ def bench_draw_parts(g, train, args) -> list[dict]:
         fs = FullStep(g, train, args, 2, ratio, "history", "frozen")
         fs.prepare()
         s = fs.sampler
-        pool = s.pool(0)
+        pool = s._pool(0)
         probs = s._frozen_p.clone()  # noqa: SLF001 -- the frozen p of interval 0
         gen = torch.Generator().manual_seed(5)
-        picked = dgl_mvs.systematic_draw(probs, gen)
+        picked = dgl_mvs.draws.systematic_draw(probs, gen)
         parts = {
-            "draw_step (frozen, systematic, weights)": lambda: s.draw_step(fs.step),
+            "draw_step (frozen, systematic, weights)": lambda: s._draw_step(fs.step),
             "frozen p read (clone)": lambda: s._frozen_probabilities(0, pool),  # noqa: SLF001
-            "systematic_draw": lambda: dgl_mvs.systematic_draw(probs, gen),
+            "systematic_draw": lambda: dgl_mvs.draws.systematic_draw(probs, gen),
             "  of which randperm(pool)": lambda: torch.randperm(probs.numel(), generator=gen),
-            "poisson_draw": lambda: dgl_mvs.poisson_draw(probs, gen),
-            "horvitz_thompson_weights": lambda: dgl_mvs.horvitz_thompson_weights(
+            "poisson_draw": lambda: dgl_mvs.draws.poisson_draw(probs, gen),
+            "horvitz_thompson_weights": lambda: dgl_mvs.draws.horvitz_thompson_weights(
                 probs[picked], probs.numel()),
             "scores.read(pool) + mvs_probabilities ('step')":
                 lambda: s._pool_probabilities(pool),  # noqa: SLF001

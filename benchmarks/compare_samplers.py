@@ -166,7 +166,7 @@ def make_loader(args, g, train_nids, device, model=None, multilabel=False):
                 draw=args.draw, seed=args.seed, multilabel=multilabel, **feats)
             return mvs_loader(g, sampler, common), sampler
         sampler = dgl_mvs.MVSSampler(
-            g, train_nids, args.batch_size, L, blocks=blocks, fanouts=fanouts,
+            g, train_nids, args.batch_size, L, block_sampler=blocks, fanouts=fanouts,
             checkpoint_every=args.K, pool_ratio=args.gamma, probabilities=args.probabilities,
             draw=args.draw, seed=args.seed, **feats)
         return mvs_loader(g, sampler, common), sampler

@@ -19,6 +19,8 @@ import torch
 from dgl import DGLGraph
 from torch import Tensor, nn
 
+from .blocks import check_edge_weight
+
 __all__ = ["Aggregation", "aggregation_of", "aggregations_of", "aggregate", "FeatureAggregates"]
 
 #: Aggregation kinds: ``c_uv`` is ``w_uv`` times ``1 / d_in(v)`` ("mean"), 1 ("sum"),
@@ -302,11 +304,7 @@ class FeatureAggregates:
                     f"g.ndata[{key!r}] must be an (N, F) floating-point tensor to be aggregated "
                     f"by the first layer, got dtype {value.dtype} and shape {tuple(value.shape)}"
                 )
-        if edge_weight is not None and edge_weight not in g.edata:
-            raise KeyError(
-                f"edge weight key {edge_weight!r} is not in g.edata (keys: "
-                f"{list(g.edata.keys())})"
-            )
+        check_edge_weight(g, edge_weight)
         self._built: dict[str, tuple] = {}
         self.update()
 

@@ -1,28 +1,47 @@
-"""dgl_mvs's block kinds as plain DGL block samplers, for seeds that DGL's DataLoader draws.
+"""dgl_mvs's block kinds as DGL block samplers, and the one place where a kind is chosen.
 
 With ``dgl.dataloading.DataLoader(g, train_nids, sampler, batch_size=..., shuffle=True)`` these
 give uniform mini-batches with history blocks (MVS-GNN's inner loop without importance
-sampling) or with VR-GCN's control variates.  :class:`dgl_mvs.MVSSampler` draws the seeds by
-importance instead.  Wrapped in :func:`dgl.dataloading.as_edge_prediction_sampler`, they leave
-the excluded edges (``exclude="self"``, ``"reverse_id"``, ...) out of every block, as DGL's
-``NeighborSampler`` does.
+sampling) or with VR-GCN's control variates.  Wrapped in
+:func:`dgl.dataloading.as_edge_prediction_sampler`, they leave the excluded edges
+(``exclude="self"``, ``"reverse_id"``, ...) out of every block, as DGL's ``NeighborSampler``
+does.
+
+:class:`dgl_mvs.MVSSampler` draws the seeds by importance and builds the blocks with two of
+these objects, chosen once by :func:`choose_block_samplers`: the step sampler and the
+checkpoint sampler (exact blocks for the pool of a checkpoint step).  The samplers of this
+package take an optional ``generator`` in ``sample_blocks``, through which the MVS sampler makes
+every step's blocks a function of ``(seed, rank, step)``; :func:`sample_blocks_with` calls any
+block sampler, the user's own included, the same way.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import torch
 from dgl import DGLGraph
 from dgl.dataloading import BlockSampler
 from torch import Tensor
 
-from .blocks import control_variate_blocks, exact_blocks, history_blocks
+from .blocks import check_num_layers, control_variate_blocks, exact_blocks, history_blocks
+from .onehop import OneHopSampler
 
-__all__ = ["HistorySampler", "ControlVariateSampler", "ExactSampler"]
+__all__ = [
+    "HistorySampler",
+    "ControlVariateSampler",
+    "ExactSampler",
+    "BLOCK_KINDS",
+    "BlockChoice",
+    "choose_block_samplers",
+    "sample_blocks_with",
+]
+
+#: The block kinds :class:`dgl_mvs.MVSSampler` builds by name.
+BLOCK_KINDS = ("onehop", "history", "cv", "exact")
 
 
 class HistorySampler(BlockSampler):
-    """Uniform-seed history blocks (:func:`dgl_mvs.history_blocks`) for ``DataLoader``.
+    """Uniform-seed history blocks (:func:`dgl_mvs.blocks.history_blocks`) for ``DataLoader``.
 
     Parameters
     ----------
@@ -59,7 +78,8 @@ class HistorySampler(BlockSampler):
         self.edge_weight = edge_weight
 
     def sample_blocks(
-        self, g: DGLGraph, seed_nodes: Tensor, exclude_eids: Tensor | None = None
+        self, g: DGLGraph, seed_nodes: Tensor, exclude_eids: Tensor | None = None,
+        generator: torch.Generator | None = None,
     ) -> tuple[Tensor, Tensor, list]:
         return history_blocks(
             g, seed_nodes, self.num_layers, self.edge_weight, exclude_eids=exclude_eids
@@ -67,7 +87,7 @@ class HistorySampler(BlockSampler):
 
 
 class ExactSampler(HistorySampler):
-    """Full-neighbourhood blocks (:func:`dgl_mvs.exact_blocks`) that also refresh histories.
+    """Full-neighbourhood blocks (:func:`dgl_mvs.blocks.exact_blocks`) that also refresh histories.
 
     Like :class:`dgl.dataloading.MultiLayerFullNeighborSampler`, with the marks that let an
     attached :class:`dgl_mvs.History` record every layer input it computes.
@@ -83,7 +103,8 @@ class ExactSampler(HistorySampler):
     """
 
     def sample_blocks(
-        self, g: DGLGraph, seed_nodes: Tensor, exclude_eids: Tensor | None = None
+        self, g: DGLGraph, seed_nodes: Tensor, exclude_eids: Tensor | None = None,
+        generator: torch.Generator | None = None,
     ) -> tuple[Tensor, Tensor, list]:
         return exact_blocks(
             g, seed_nodes, self.num_layers, self.edge_weight, exclude_eids=exclude_eids
@@ -128,8 +149,110 @@ class ControlVariateSampler(BlockSampler):
         self.edge_weight = edge_weight
 
     def sample_blocks(
-        self, g: DGLGraph, seed_nodes: Tensor, exclude_eids: Tensor | None = None
+        self, g: DGLGraph, seed_nodes: Tensor, exclude_eids: Tensor | None = None,
+        generator: torch.Generator | None = None,
     ) -> tuple[Tensor, Tensor, list]:
+        """Blocks for ``seed_nodes``, neighbours drawn with ``generator`` (default: global)."""
         return control_variate_blocks(
-            g, seed_nodes, self.fanouts, self.edge_weight, exclude_eids=exclude_eids
+            g, seed_nodes, self.fanouts, self.edge_weight, generator, exclude_eids=exclude_eids
         )
+
+
+#: Block samplers whose ``sample_blocks`` take a ``generator``.
+_SEEDED = (HistorySampler, ControlVariateSampler, OneHopSampler)
+
+
+def sample_blocks_with(
+    sampler: BlockSampler,
+    g: DGLGraph,
+    seed_nodes: Tensor,
+    exclude_eids: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor, list]:
+    """``sampler.sample_blocks``, given ``generator`` where the sampler takes one.
+
+    DGL's own block samplers (``NeighborSampler``, ...) draw from DGL's global generator.
+    """
+    if isinstance(sampler, _SEEDED):
+        return sampler.sample_blocks(g, seed_nodes, exclude_eids, generator=generator)
+    return sampler.sample_blocks(g, seed_nodes, exclude_eids)
+
+
+class BlockChoice(NamedTuple):
+    """The block samplers of an :class:`dgl_mvs.MVSSampler`, chosen once."""
+
+    #: ``"onehop"``, ``"history"``, ``"cv"``, ``"exact"`` or ``"custom"`` (a block sampler given).
+    kind: str
+    #: Blocks of an ordinary step.
+    step: BlockSampler
+    #: Blocks of a checkpoint step (the exact pool pass), or None without checkpoint steps.
+    checkpoint: BlockSampler | None
+    num_layers: int | None
+    #: Sampled neighbours per layer (one-hop and control-variate blocks), else None.
+    fanouts: list[int] | None
+
+
+def choose_block_samplers(
+    block_sampler: str | BlockSampler,
+    g: DGLGraph,
+    *,
+    model: object = None,
+    num_layers: int | None = None,
+    fanouts: Sequence[int] | None = None,
+    edge_weight: str | None = None,
+    prefetch_node_feats: Sequence[str] | None = None,
+    prefetch_labels: Sequence[str] | None = None,
+    output_device=None,
+) -> BlockChoice:
+    """The step and checkpoint block samplers for :class:`dgl_mvs.MVSSampler`'s argument.
+
+    A block kind name becomes the block sampler of this package that builds it (the one-hop
+    kind is built from ``model``); a block sampler object is used as given, with checkpoint
+    steps on the same sampler unless it is a :class:`dgl_mvs.OneHopSampler` (which has no
+    checkpoint steps).  Raises ValueError naming what is missing.
+    """
+    if isinstance(block_sampler, str) and block_sampler == "onehop":
+        if model is None:
+            raise ValueError(
+                "MVSSampler's default blocks (exact one-hop blocks over a precomputed first "
+                "layer) read how the model's layers aggregate: pass model=model (its layers "
+                "in model.layers, as in DGL's examples), or block_sampler='history' / 'cv' / "
+                "'exact' / a DGL block sampler with num_layers"
+            )
+        block_sampler = OneHopSampler(
+            g, model, fanouts, edge_weight=edge_weight, prefetch_node_feats=prefetch_node_feats,
+            # the same blocks serve evaluation (MVSSampler.evaluation_sampler), with labels
+            prefetch_labels=prefetch_labels, output_device=output_device,
+        )
+    if isinstance(block_sampler, OneHopSampler):
+        block_sampler.auto_refresh = False  # refreshed from update_scores, in this process
+        return BlockChoice("onehop", block_sampler, None, len(block_sampler.aggregations),
+                           block_sampler.fanouts)
+    if isinstance(block_sampler, BlockSampler):
+        if num_layers is not None:
+            check_num_layers(num_layers)
+        return BlockChoice("custom", block_sampler, block_sampler, num_layers,
+                           list(fanouts) if fanouts else None)
+    if not isinstance(block_sampler, str) or block_sampler not in BLOCK_KINDS:
+        raise ValueError(
+            f"MVSSampler's blocks must be one of {BLOCK_KINDS} or a "
+            f"dgl.dataloading.BlockSampler, got {block_sampler!r}"
+        )
+    kind = block_sampler
+    if kind == "cv":
+        if not fanouts:
+            raise ValueError("block_sampler='cv' needs fanouts, e.g. fanouts=[2, 2]")
+        if num_layers is not None and num_layers != len(fanouts):
+            raise ValueError(f"num_layers={num_layers} but {len(fanouts)} fanouts given")
+        num_layers = len(fanouts)
+    elif num_layers is None:
+        raise ValueError(f"block_sampler={kind!r} needs num_layers")
+    check_num_layers(num_layers)
+    exact = ExactSampler(num_layers, edge_weight)
+    if kind == "history":
+        step = HistorySampler(num_layers, edge_weight)
+    elif kind == "cv":
+        step = ControlVariateSampler(fanouts, edge_weight)
+    else:
+        step = exact
+    return BlockChoice(kind, step, exact, num_layers, list(fanouts) if fanouts else None)

@@ -21,6 +21,8 @@ NID, EID = dgl.NID, dgl.EID
 
 __all__ = [
     "check_graph",
+    "check_num_layers",
+    "check_edge_weight",
     "edge_weights_of",
     "history_blocks",
     "control_variate_blocks",
@@ -56,15 +58,27 @@ def _check_seeds(g: DGLGraph, seeds: Tensor) -> Tensor:
     return seeds.to(g.idtype)
 
 
+def check_num_layers(num_layers: object) -> int:
+    """``num_layers`` if it is a positive ``int``, else a ValueError."""
+    if not isinstance(num_layers, int) or num_layers < 1:
+        raise ValueError(f"num_layers must be a positive integer, got {num_layers!r}")
+    return num_layers
+
+
+def check_edge_weight(g: DGLGraph, key: str | None) -> None:
+    """Raise KeyError, saying how to compute them, unless ``key`` is None or in ``g.edata``."""
+    if key is not None and key not in g.edata:
+        raise KeyError(
+            f"edge weight key {key!r} is not in g.edata (keys: {list(g.edata.keys())}); "
+            f"compute it first, e.g. g.edata[{key!r}] = dgl_mvs.gcn_norm(g)"
+        )
+
+
 def edge_weights_of(g: DGLGraph, key: str | None, eids: Tensor) -> Tensor | None:
     """Gather the full-graph edge weights ``g.edata[key]`` of edges ``eids`` (None if no key)."""
     if key is None:
         return None
-    if key not in g.edata:
-        raise KeyError(
-            f"edge weight key {key!r} is not in g.edata (keys: {list(g.edata.keys())}); "
-            "compute it first, e.g. g.edata[key] = dgl_mvs.gcn_norm(g)"
-        )
+    check_edge_weight(g, key)
     weights = g.edata[key]
     if weights.dim() != 1:
         raise ValueError(f"g.edata[{key!r}] must hold one scalar per edge")
@@ -223,7 +237,7 @@ def history_blocks(
     """
     g = check_graph(g)
     seeds = _check_seeds(g, seeds)
-    _check_layers(num_layers)
+    check_num_layers(num_layers)
     excluded = _check_exclude(g, exclude_eids)
     last = _one_hop_block(g, seeds, excluded)
     nodes = last.srcdata[NID]
@@ -300,7 +314,7 @@ def exact_blocks(
     """
     g = check_graph(g)
     seeds = _check_seeds(g, seeds)
-    _check_layers(num_layers)
+    check_num_layers(num_layers)
     excluded = _check_exclude(g, exclude_eids)
     blocks, dst = [], seeds
     for _ in range(num_layers):
@@ -327,10 +341,10 @@ def _sample_per_destination(
     picked = torch.zeros(num_edges, dtype=torch.bool, device=dst.device)
     if fanout < 0:
         return picked.fill_(True)
-    keys_ = torch.rand(num_edges, generator=generator, dtype=torch.float64).to(dst.device)
+    priority = torch.rand(num_edges, generator=generator, dtype=torch.float64).to(dst.device)
     done = 2.0  # above every key: marks edges already picked
     for _ in range(fanout):
-        remaining = keys_.masked_fill(picked, done)
+        remaining = priority.masked_fill(picked, done)
         smallest = torch.full((num_dst,), done, dtype=torch.float64, device=dst.device)
         smallest.scatter_reduce_(0, dst, remaining, reduce="amin")
         picked |= (remaining == smallest[dst]) & (remaining < done)
@@ -404,7 +418,7 @@ def control_variate_blocks(
     """
     g = check_graph(g)
     seeds = _check_seeds(g, seeds)
-    _check_layers(len(fanouts))
+    check_num_layers(len(fanouts))
     excluded = _check_exclude(g, exclude_eids)
     blocks: list = []
     dst_nodes = seeds
@@ -442,7 +456,3 @@ def control_variate_blocks(
         fresh_dst_pos = torch.nonzero(fresh_src).squeeze(1)
     return dst_nodes, seeds, blocks
 
-
-def _check_layers(num_layers: int) -> None:
-    if not isinstance(num_layers, int) or num_layers < 1:
-        raise ValueError(f"num_layers must be a positive integer, got {num_layers!r}")

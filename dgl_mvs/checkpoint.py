@@ -19,8 +19,8 @@ seeded with ``(seed, rank, step)``, so its draws need no saved generator.
 
 ``dgl.seed`` sets DGL's global C++ generator, which has no way to read its state back, so it
 cannot be saved.  dgl_mvs's own blocks (``"history"``, ``"cv"``, ``"exact"``) do not use it;
-a stock DGL block sampler passed as ``blocks=`` (``NeighborSampler``, ...) does, and with one
-a resumed run is a valid continuation but not a bit-identical one.
+a stock DGL block sampler passed as ``block_sampler=`` (``NeighborSampler``, ...) does, and
+with one a resumed run is a valid continuation but not a bit-identical one.
 
 **Safe loading.**  A checkpoint holds only tensors and plain Python values (numbers, strings,
 None, lists, tuples, dicts) and :func:`load_checkpoint` reads it with
@@ -60,7 +60,7 @@ Examples
 ...     history = dgl_mvs.History(g, widths=[16])
 ...     _ = history.attach(layers)
 ...     sampler = dgl_mvs.MVSSampler(g, torch.arange(200), batch_size=32, num_layers=2,
-...         blocks="history", checkpoint_every=4, prefetch_node_feats=["feat"],
+...         block_sampler="history", checkpoint_every=4, prefetch_node_feats=["feat"],
 ...         prefetch_labels=["label"])
 ...     opt = torch.optim.Adam(layers.parameters(), lr=0.01)
 ...     return g, layers, history, sampler, opt
@@ -586,11 +586,11 @@ def load_checkpoint(
 
     def check_sampler(s: MVSSampler, state: dict) -> None:
         check_graph("sampler", s.g)
-        s._check_state_dict(state)
+        s.check_state_dict(state)
 
     def check_history(h: History, state: dict) -> None:
         check_graph("history", h.g)
-        h._check_state_dict(state)
+        h.check_state_dict(state)
 
     check("model", model, _check_model)
     check("optimizer", optimizer,

@@ -20,14 +20,21 @@ import numbers
 
 import torch
 
-__all__ = ["poisson_draw", "systematic_draw", "SystematicDraws", "horvitz_thompson_weights"]
+__all__ = [
+    "poisson_draw",
+    "systematic_draw",
+    "SystematicDraws",
+    "horvitz_thompson_weights",
+    "check_probs",
+]
 
 # |sum p - round(sum p)| below this (relative to sum p) counts as an integer batch size:
 # probabilities stored in float32 lose about 1e-7 of their sum.
 _INTEGER_TOL = 1e-5
 
 
-def _check_probs(probs, name: str = "probs") -> None:
+def check_probs(probs: object, name: str = "probs") -> None:
+    """Raise ValueError unless ``probs`` is a 1-D floating tensor of values in ``(0, 1]``."""
     if not isinstance(probs, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(probs).__name__}")
     if probs.dim() != 1:
@@ -71,7 +78,7 @@ def poisson_draw(probs: torch.Tensor, generator: torch.Generator | None = None) 
     >>> bool(torch.isin(torch.tensor([0, 3]), idx).all())  # p = 1 is always drawn
     True
     """
-    _check_probs(probs)
+    check_probs(probs)
     device = _rng_device(generator, probs)
     u = torch.rand(probs.numel(), generator=generator, device=device, dtype=probs.dtype)
     # u < p has probability p exactly for u uniform on [0, 1); p = 1 always passes.
@@ -158,7 +165,7 @@ class SystematicDraws:
 
     def __init__(self, probs: torch.Tensor, generator: torch.Generator | None = None,
                  num_chunks: int = 4096):
-        _check_probs(probs)
+        check_probs(probs)
         if num_chunks < 1:
             raise ValueError(f"num_chunks must be positive, got {num_chunks}")
         self.device = probs.device
@@ -247,7 +254,7 @@ def horvitz_thompson_weights(probs_of_drawn: torch.Tensor, pool_size: int) -> to
     >>> horvitz_thompson_weights(torch.tensor([0.5, 0.25]), pool_size=8)
     tensor([0.2500, 0.5000])
     """
-    _check_probs(probs_of_drawn, "probs_of_drawn")
+    check_probs(probs_of_drawn, "probs_of_drawn")
     if isinstance(pool_size, bool) or not isinstance(pool_size, numbers.Integral) \
             or pool_size <= 0:
         raise ValueError(f"pool_size must be a positive integer, got {pool_size!r}")

@@ -35,9 +35,10 @@ def history_key(layer: int) -> str:
     return f"mvs_hist_{layer}"
 
 
-def history_step_key(layer: int) -> str:
-    """``g.ndata`` key of the step at which each node's history of ``layer`` was last written."""
-    return f"mvs_hist_step_{layer}"
+def history_clock_key(layer: int) -> str:
+    """``g.ndata`` key of the :attr:`History.clock <dgl_mvs.History.clock>` at which each
+    node's history of ``layer`` was last written (-1: never)."""
+    return f"mvs_hist_clock_{layer}"
 
 
 # Blocks of dgl_mvs.OneHopSampler (control-variate layers and snapshot refreshes).

@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 from . import keys
 from .aggregation import Aggregation, FeatureAggregates, _layer_list, aggregate, aggregations_of
-from .blocks import _check_seeds, _in_edge_block, check_graph
+from .blocks import _check_seeds, _in_edge_block, check_edge_weight, check_graph
 from .layer_calls import graph_and_input, with_input
 
 NID, EID = dgl.NID, dgl.EID
@@ -459,12 +459,7 @@ class OneHopSampler(BlockSampler):
         )
         self.fanouts[0] = -1
         self.edge_weight = edge_weight
-        if edge_weight is not None and edge_weight not in g.edata:
-            raise KeyError(
-                f"edge weight key {edge_weight!r} is not in g.edata (keys: "
-                f"{list(g.edata.keys())}); compute it first, e.g. "
-                f"g.edata[{edge_weight!r}] = dgl_mvs.gcn_norm(g)"
-            )
+        check_edge_weight(g, edge_weight)
         for layer in range(1, num_layers):
             agg = self.aggregations[layer]
             if self.fanouts[layer] > 0 and agg.kind == "gcn":
@@ -520,12 +515,18 @@ class OneHopSampler(BlockSampler):
         return rows
 
     # ------------------------------------------------------------------ blocks
-    def sample_blocks(self, g: DGLGraph, seed_nodes: Tensor, exclude_eids=None):
-        """Blocks for ``seed_nodes`` (see the class notes)."""
+    def sample_blocks(
+        self,
+        g: DGLGraph,
+        seed_nodes: Tensor,
+        exclude_eids=None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, Tensor, list]:
+        """Blocks for ``seed_nodes`` (see the class notes), drawn with ``generator``."""
         seed_nodes = torch.as_tensor(seed_nodes)
         if self.auto_refresh and torch.utils.data.get_worker_info() is None:
             self.after_step(seed_nodes.numel())
-        return self.blocks(g, seed_nodes, exclude_eids)
+        return self.blocks(g, seed_nodes, exclude_eids, generator)
 
     def blocks(
         self,

@@ -17,7 +17,7 @@ import numbers
 
 import torch
 
-__all__ = ["mvs_probabilities", "DEFAULT_FLOOR_FRACTION"]
+__all__ = ["mvs_probabilities", "DEFAULT_FLOOR_FRACTION", "check_scores", "check_batch_size"]
 
 #: Without ``min_score``, scores below this fraction of the mean positive score are lifted to
 #: it.  Floored nodes then receive at most about this fraction of the batch in total, and a
@@ -26,7 +26,8 @@ __all__ = ["mvs_probabilities", "DEFAULT_FLOOR_FRACTION"]
 DEFAULT_FLOOR_FRACTION = 1e-2
 
 
-def _check_batch_size(batch_size) -> float:
+def check_batch_size(batch_size: object) -> float:
+    """``batch_size`` as a positive finite float (a number or a one-element tensor)."""
     if isinstance(batch_size, torch.Tensor):
         if batch_size.numel() != 1:
             raise ValueError("batch_size must be a number, got a tensor with "
@@ -40,7 +41,8 @@ def _check_batch_size(batch_size) -> float:
     return batch_size
 
 
-def _check_scores(scores) -> None:
+def check_scores(scores: object) -> None:
+    """Raise ValueError unless ``scores`` is a non-empty 1-D tensor of finite scores >= 0."""
     if not isinstance(scores, torch.Tensor):
         raise ValueError(f"scores must be a torch.Tensor, got {type(scores).__name__}")
     if scores.dim() != 1:
@@ -134,8 +136,8 @@ def mvs_probabilities(
     >>> bool((p > 0).all()), round(float(p.sum()), 6)
     (True, 1.0)
     """
-    _check_scores(scores)
-    batch_size = _check_batch_size(batch_size)
+    check_scores(scores)
+    batch_size = check_batch_size(batch_size)
     if isinstance(uniform_mix, bool) or not isinstance(uniform_mix, numbers.Real) \
             or not 0.0 <= float(uniform_mix) <= 1.0:
         raise ValueError(f"uniform_mix must be a number in [0, 1], got {uniform_mix!r}")

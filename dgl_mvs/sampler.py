@@ -16,37 +16,21 @@ from dgl.dataloading import BlockSampler
 from torch import Tensor, nn
 
 from . import keys
-from .blocks import check_graph, control_variate_blocks, exact_blocks, history_blocks
-from .history import attached_histories
+from .block_samplers import choose_block_samplers, sample_blocks_with
+from .blocks import check_edge_weight, check_graph
 from .draws import SystematicDraws, horvitz_thompson_weights, poisson_draw, systematic_draw
+from .history import attached_histories
 from .onehop import OneHopSampler
 from .probabilities import mvs_probabilities
+from .schedule import StepSchedule
 from .scores import ScoreTable, bce_grad_norm, cross_entropy_grad_norm
 
 NID = dgl.NID
-_MASK64 = (1 << 64) - 1
 #: Largest graph whose score refreshes run as one full-graph forward (DGL's inference);
 #: larger ones run on blocks in chunks of training nodes.
 FULL_GRAPH_MAX_NODES = 4_000_000
-_BLOCK_KINDS = ("onehop", "history", "cv", "exact")
 
 __all__ = ["MVSSampler"]
-
-
-def _mix(*values: int) -> int:
-    """Deterministic 63-bit seed from integers (splitmix64 rounds): one stream per step."""
-    state = 0x9E3779B97F4A7C15
-    for value in values:
-        state = (state ^ (int(value) & _MASK64)) & _MASK64
-        state = (state * 0xBF58476D1CE4E5B9) & _MASK64
-        state ^= state >> 31
-        state = (state * 0x94D049BB133111EB) & _MASK64
-        state ^= state >> 29
-    return state & ((1 << 63) - 1)
-
-
-def _generator(*values: int) -> torch.Generator:
-    return torch.Generator().manual_seed(_mix(*values))
 
 
 def _in_main_thread_of_main_process() -> bool:
@@ -141,35 +125,6 @@ def _pool_size(
     return math.ceil(pool_ratio * num_train)
 
 
-def _block_choice(
-    blocks: str | BlockSampler, fanouts: Sequence[int] | None, num_layers: int | None
-) -> tuple[str, BlockSampler | None, int | None]:
-    """(kind, custom block sampler or None, number of layers) for the ``blocks`` argument."""
-    if isinstance(blocks, OneHopSampler):
-        kind, custom = "onehop", blocks
-        num_layers = len(blocks.aggregations)
-    elif isinstance(blocks, BlockSampler):
-        kind, custom = "custom", blocks
-    elif blocks in _BLOCK_KINDS:
-        kind, custom = blocks, None
-    else:
-        raise ValueError(
-            f"blocks must be one of {_BLOCK_KINDS} or a dgl.dataloading.BlockSampler, "
-            f"got {blocks!r}"
-        )
-    if kind == "cv":
-        if not fanouts:
-            raise ValueError("blocks='cv' needs fanouts, e.g. fanouts=[2, 2]")
-        if num_layers is not None and num_layers != len(fanouts):
-            raise ValueError(f"num_layers={num_layers} but {len(fanouts)} fanouts given")
-        num_layers = len(fanouts)
-    if kind in ("history", "exact") and num_layers is None:
-        raise ValueError(f"blocks={blocks!r} needs num_layers")
-    if num_layers is not None and (not isinstance(num_layers, int) or num_layers < 1):
-        raise ValueError(f"num_layers must be a positive integer, got {num_layers!r}")
-    return kind, custom, num_layers
-
-
 def _check_keys(g: DGLGraph, node_feats, labels, edge_feats, edge_weight: str | None) -> None:
     """Fail at construction, not in a worker process, when a named feature is missing."""
     for what, names, data in (
@@ -183,12 +138,7 @@ def _check_keys(g: DGLGraph, node_feats, labels, edge_feats, edge_weight: str | 
                 f"{what} names {missing}, which the graph does not have (it has "
                 f"{list(data.keys())})"
             )
-    if edge_weight is not None and edge_weight not in g.edata:
-        raise KeyError(
-            f"edge weight key {edge_weight!r} is not in g.edata (keys: "
-            f"{list(g.edata.keys())}); compute it first, e.g. "
-            f"g.edata[{edge_weight!r}] = dgl_mvs.gcn_norm(g)"
-        )
+    check_edge_weight(g, edge_weight)
 
 
 class MVSSampler(BlockSampler):
@@ -206,34 +156,40 @@ class MVSSampler(BlockSampler):
 
     **Seeds.** Each step draws ``batch_size`` training nodes (systematic sampling, exactly
     that many) with the minimal-variance probabilities ``p_i = min(1, g_i / mu)``
-    (:func:`dgl_mvs.mvs_probabilities`) of their scores ``g_i``, mixed with a share ``a`` of
-    uniform ones, and weights them by ``1 / (p_i |train|)`` in
+    (:func:`dgl_mvs.probabilities.mvs_probabilities`) of their scores ``g_i``, mixed with a
+    share ``a`` of uniform ones, and weights them by ``1 / (p_i |train|)`` in
     ``blocks[-1].dstdata["mvs_weight"]``, so that ``sum_i w_i loss_i`` is an unbiased estimate
     of the mean training loss.  ``p`` is fixed for ``interval`` steps (about a tenth of the
     training set's worth of seeds), then recomputed from the score table.
 
     **Scores.** :meth:`update_scores` writes each step's closed-form gradient norms (e.g.
     :func:`dgl_mvs.cross_entropy_grad_norm`); every ``score_every`` steps
-    :meth:`refresh_scores` scores every training node at the current weights, forward only.
-    Scores that each node got at its own last training step drift apart (measured: their
-    probabilities gave 1.0-2.7x the gradient variance of uniform seeds); refreshed ones give
-    0.5-0.75x.  At each refresh the uniform share ``a`` is chosen (from 0.1, 0.25, 0.5, 1)
-    by how well the stale probabilities did on the fresh scores, so that stale scores fall
-    back towards uniform seeds instead of doing worse.  The score table lives in
-    ``g.ndata["mvs_score"]`` in shared memory, so DataLoader workers read what the training
-    process writes.
+    :meth:`refresh_scores` scores every training node at the current weights, forward only:
+    scores that each node got at its own last training step drift apart, refreshed ones do
+    not (the README's variance measurements compare them).  At each refresh the uniform share
+    ``a`` is chosen (from 0.1, 0.25, 0.5, 1) by how well the stale probabilities did on the
+    fresh scores, so that stale scores fall back towards uniform seeds instead of doing worse.
+    The score table lives in ``g.ndata["mvs_score"]`` in shared memory, so DataLoader
+    workers read what the training process writes.
 
     **Blocks.** By default :class:`dgl_mvs.OneHopSampler`'s: the first layer reads each
     node's precomputed aggregation of the raw features, the last layer reads the batch's full
     in-neighbourhood (exact: the batch's outputs and gradients are the full-graph ones) or,
     above a mean degree of 40, uses control variates.  The model is given as ``model=`` (its
-    layers in ``model.layers``, as in DGL's examples).  ``blocks="history"`` / ``"cv"`` /
-    ``"exact"`` select the paper's Algorithm 1 instead: every ``checkpoint_every`` (``K``)
-    steps a checkpoint step returns exact blocks for a uniform pool ``V_S`` of
-    ``gamma |train|`` nodes (its forward refreshes histories, its gradient norms score the
-    pool) and the ``K - 1`` steps after it draw from ``V_S`` with weights ``1 / (p_i |V_S|)``;
-    those blocks need a :class:`dgl_mvs.History` attached to the model.  A DGL block sampler
-    (``NeighborSampler([10, 10])``) keeps DGL's blocks and only draws the seeds by importance.
+    layers in ``model.layers``, as in DGL's examples).  ``block_sampler="history"`` /
+    ``"cv"`` / ``"exact"`` select the paper's Algorithm 1 instead: every
+    ``checkpoint_every`` (``K``) steps a checkpoint step returns exact blocks for a uniform
+    pool ``V_S`` of ``gamma |train|`` nodes (its forward refreshes histories, its gradient
+    norms score the pool) and the ``K - 1`` steps after it draw from ``V_S`` with weights
+    ``1 / (p_i |V_S|)``; those blocks need a :class:`dgl_mvs.History` attached to the model.
+    A DGL block sampler (``NeighborSampler([10, 10])``) keeps DGL's blocks and only draws the
+    seeds by importance.
+
+    **The way through.**  DGL's DataLoader calls :meth:`sample_blocks` with one step index:
+    the step schedule (:attr:`schedule`, a :class:`dgl_mvs.schedule.StepSchedule`) turns it
+    into a global step, the step's seeds and weights are drawn, and the block sampler chosen
+    at construction builds the blocks (:attr:`block_sampler`, or the exact
+    :class:`dgl_mvs.ExactSampler` at a checkpoint step).
 
     Parameters
     ----------
@@ -244,19 +200,22 @@ class MVSSampler(BlockSampler):
     batch_size : int
         Seeds per step (exact for ``draw="systematic"``, the mean for ``"poisson"``).
     num_layers : int, optional
-        Number of GNN layers, for ``blocks`` "history" and "exact" (read from ``model``
+        Number of GNN layers, for ``block_sampler`` "history" and "exact" (read from ``model``
         otherwise).
     model : nn.Module, optional
         The GNN, called as ``model(blocks, x)``, with its layers in ``model.layers``.  Required
         by the default blocks (which read how each layer aggregates) and by score refreshes.
-    blocks : str or BlockSampler, default "onehop"
-        ``"onehop"`` (see above), ``"history"`` (Eq. 7, :func:`dgl_mvs.history_blocks`),
-        ``"cv"`` (VR-GCN control variates with ``fanouts``), ``"exact"``, a
-        :class:`dgl_mvs.OneHopSampler`, or a DGL block sampler.
+    block_sampler : str or BlockSampler, default "onehop"
+        How the blocks are built: ``"onehop"`` (see above, :class:`dgl_mvs.OneHopSampler`),
+        ``"history"`` (Eq. 7, :class:`dgl_mvs.HistorySampler`), ``"cv"`` (VR-GCN control
+        variates with ``fanouts``, :class:`dgl_mvs.ControlVariateSampler`), ``"exact"``
+        (:class:`dgl_mvs.ExactSampler`), or a block sampler object: a
+        :class:`dgl_mvs.OneHopSampler`, or any DGL block sampler (also used at checkpoint
+        steps).
     fanouts : list[int], optional
         One-hop blocks: per layer, ``-1`` exact or ``s`` control variates with ``s`` sampled
         neighbours (default: the cost rule of :func:`dgl_mvs.onehop.default_fanouts`).
-        ``blocks="cv"``: neighbours sampled per layer.
+        ``block_sampler="cv"``: neighbours sampled per layer.
     checkpoint_every : int, optional
         ``K`` of the history schedules (default 3); not used by one-hop blocks.  (Unrelated to
         :func:`dgl_mvs.save_checkpoint`, which writes a run to disk.)
@@ -287,6 +246,8 @@ class MVSSampler(BlockSampler):
     prefetch_node_feats, prefetch_labels, prefetch_edge_feats, output_device
         As in :class:`dgl.dataloading.NeighborSampler`.  With one-hop blocks the node features
         arrive in ``blocks[0].srcdata`` already aggregated for the first layer.
+    blocks : str or BlockSampler, optional
+        Deprecated name of ``block_sampler``.
 
     Examples
     --------
@@ -327,7 +288,7 @@ class MVSSampler(BlockSampler):
         num_layers: int | None = None,
         *,
         model: object = None,
-        blocks: str | BlockSampler = "onehop",
+        block_sampler: str | BlockSampler = "onehop",
         fanouts: Sequence[int] | None = None,
         checkpoint_every: int | None = None,
         pool_ratio: float | None = None,
@@ -344,37 +305,38 @@ class MVSSampler(BlockSampler):
         prefetch_labels: Sequence[str] | None = None,
         prefetch_edge_feats: Sequence[str] | None = None,
         output_device: torch.device | str | None = None,
+        blocks: str | BlockSampler | None = None,
     ):
+        if blocks is not None:
+            warnings.warn(
+                "MVSSampler(blocks=...) is renamed block_sampler=...; blocks= will be removed",
+                DeprecationWarning, stacklevel=2,
+            )
+            block_sampler = blocks
         check_graph(g)
         self.train_nids = _train_ids(g, train_nids)
         num_train = self.train_nids.numel()
         batch_size = _positive_int("batch_size", batch_size)
-        if blocks == "onehop":
-            if model is None:
-                raise ValueError(
-                    "MVSSampler's default blocks (exact one-hop blocks over a precomputed first "
-                    "layer) read how the model's layers aggregate: pass model=model (its layers "
-                    "in model.layers, as in DGL's examples), or blocks='history' / 'cv' / "
-                    "'exact' / a DGL block sampler with num_layers"
-                )
-            blocks = OneHopSampler(
-                g, model, fanouts, edge_weight=edge_weight,
-                prefetch_node_feats=prefetch_node_feats, prefetch_labels=prefetch_labels,
-                output_device=output_device,
-            )
-            fanouts = None
-        onehop = isinstance(blocks, OneHopSampler)
+        # The block kind becomes block sampler objects once, here: the step sampler and the
+        # checkpoint sampler (exact blocks for a checkpoint's pool).
+        choice = choose_block_samplers(
+            block_sampler, g, model=model, num_layers=num_layers, fanouts=fanouts,
+            edge_weight=edge_weight, prefetch_node_feats=prefetch_node_feats,
+            prefetch_labels=prefetch_labels, output_device=output_device,
+        )
+        self.block_kind, self.block_sampler = choice.kind, choice.step
+        self._checkpoint_sampler = choice.checkpoint
+        onehop = self.block_kind == "onehop"
         if onehop:
-            blocks.auto_refresh = False  # refreshed from update_scores, in this process
             if checkpoint_every is not None or pool_ratio is not None:
                 raise ValueError(
                     "one-hop blocks need no checkpoint steps: checkpoint_every (K) and "
-                    "pool_ratio apply to blocks='history', 'cv' and 'exact'"
+                    "pool_ratio apply to block_sampler='history', 'cv' and 'exact'"
                 )
-        elif checkpoint_every is None:
-            checkpoint_every = 3
-        if not onehop:
-            checkpoint_every = _positive_int("checkpoint_every (K)", checkpoint_every)
+        else:
+            checkpoint_every = _positive_int(
+                "checkpoint_every (K)", 3 if checkpoint_every is None else checkpoint_every
+            )
         # The block sampler fills the first block's input features itself (aggregated).
         super().__init__(
             prefetch_node_feats=None if onehop else prefetch_node_feats,
@@ -382,15 +344,14 @@ class MVSSampler(BlockSampler):
             prefetch_edge_feats=prefetch_edge_feats,
             output_device=output_device,
         )
-        self.has_checkpoints = not onehop
         if onehop:
             self.pool_size = num_train
             # p is recomputed from the score table once per interval of this many steps, so
             # that about a tenth of the training set has new scores each time.
-            self.interval = max(1, math.ceil(num_train / (10 * batch_size)))
+            interval = max(1, math.ceil(num_train / (10 * batch_size)))
         else:
             self.pool_size = _pool_size(num_train, batch_size, checkpoint_every, pool_ratio)
-            self.interval = checkpoint_every
+            interval = checkpoint_every
         if batch_size > self.pool_size:
             # Every pool node is then drawn with probability 1: a full-pool batch.
             warnings.warn(
@@ -410,19 +371,16 @@ class MVSSampler(BlockSampler):
         if isinstance(uniform_mix, bool) or not isinstance(uniform_mix, numbers.Real) \
                 or not 0.0 <= uniform_mix <= 1.0:
             raise ValueError(f"uniform_mix must be a number in [0, 1], got {uniform_mix!r}")
-        self.block_kind, self.block_sampler, num_layers = _block_choice(
-            blocks, fanouts, num_layers
-        )
         _check_keys(g, prefetch_node_feats, prefetch_labels, prefetch_edge_feats, edge_weight)
-        if self.block_kind == "onehop":
-            fanouts = self.block_sampler.fanouts
 
-        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-        self.rank = torch.distributed.get_rank() if distributed else 0
-        self.world_size = torch.distributed.get_world_size() if distributed else 1
+        self.schedule = StepSchedule.for_this_process(
+            math.ceil(num_train / batch_size) if steps_per_epoch is None
+            else _positive_int("steps_per_epoch", steps_per_epoch),
+            interval, checkpoints=not onehop, seed=seed,
+        )
         self.batch_size = batch_size
-        self.num_layers = num_layers
-        self.fanouts = list(fanouts) if fanouts else None
+        self.num_layers = choice.num_layers
+        self.fanouts = list(choice.fanouts) if choice.fanouts else None
         self.g = g
         self.multilabel = bool(multilabel)
         self.label_key = list(prefetch_labels)[0] if prefetch_labels else "label"
@@ -438,13 +396,6 @@ class MVSSampler(BlockSampler):
         self._mix = torch.tensor([float(uniform_mix)], dtype=torch.float64).share_memory_()
         self._configured_mix = None if self.adaptive_mix else float(uniform_mix)
         self.edge_weight = edge_weight
-        self.steps_per_epoch = (
-            math.ceil(num_train / batch_size) if steps_per_epoch is None
-            else _positive_int("steps_per_epoch", steps_per_epoch)
-        )
-        # With use_ddp=True every rank takes an equal share of the step indices.
-        self.steps_per_epoch = math.ceil(self.steps_per_epoch / self.world_size) * self.world_size
-        self.seed = int(seed)
         self.score_timeout = score_timeout
         if score_every is not None and (
             isinstance(score_every, bool) or not isinstance(score_every, int) or score_every < 0
@@ -465,22 +416,30 @@ class MVSSampler(BlockSampler):
 
         self.scores = ScoreTable(g, key=keys.SCORE)
         # State that worker processes must see change: shared memory (CPU graphs).
-        self._epoch = torch.zeros(1, dtype=torch.int64)
-        # First step index of the current epoch's list: non-zero only when resuming mid-epoch.
-        self._start = torch.zeros(1, dtype=torch.int64)
-        self._resume_epoch = -1
         self._frozen_interval = torch.full((1,), -1, dtype=torch.int64)
         self._frozen_p = torch.zeros(self.pool_size, dtype=torch.float64)
-        for shared in (self._epoch, self._start, self._frozen_interval, self._frozen_p):
+        for shared in (self._frozen_interval, self._frozen_p):
             shared.share_memory_()
         self._pool_cache: tuple[int, Tensor] | None = None
         self._draw_cache: tuple | None = None
         self._warned: set[str] = set()
         self._last_updated_step = -1
-        self._last_drawn: int | None = None
         self._fallback_interval = -1
         # Identifies this sampler's blocks in update_scores (copied into worker processes).
         self._token = int.from_bytes(os.urandom(7), "little")
+
+    @property
+    def has_checkpoints(self) -> bool:
+        """Whether the schedule has checkpoint steps (the history block kinds)."""
+        return self.schedule.checkpoints
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.schedule.steps_per_epoch
+
+    @property
+    def seed(self) -> int:
+        return self.schedule.seed
 
     @property
     def uniform_mix(self) -> float:
@@ -524,13 +483,7 @@ class MVSSampler(BlockSampler):
         epoch only: build the DataLoader of the resumed epoch after loading (with
         ``use_ddp=True``, every rank must resume from its own state saved at the same step).
         """
-        start = int(self._start[0])
-        _, share = self._local_steps()
-        # With use_ddp=True DGL cuts this list into equal contiguous shares, one per rank:
-        # every rank's share must be the remaining steps of its own schedule.
-        ids = [torch.arange(rank * share + start, (rank + 1) * share)
-               for rank in range(self.world_size)]
-        return torch.cat(ids).to(self.train_nids.device)
+        return self.schedule.step_ids().to(self.train_nids.device)
 
     def set_epoch(self, epoch: int) -> None:
         """Set the epoch; visible to (persistent) worker processes.
@@ -539,65 +492,18 @@ class MVSSampler(BlockSampler):
         epoch starts at its first step.
         """
         epoch = _positive_int("epoch", epoch, minimum=0)
-        count = self._local_steps()[1]
-        if epoch > 0 and self._last_updated_step < (epoch - 1) * count:
+        if epoch > 0 and self._last_updated_step < (epoch - 1) * self.schedule.local_steps:
             self._warn_once(
                 "no-updates",
                 f"update_scores was not called during epoch {epoch - 1}: without scores MVS "
                 "draws uniform seeds. Call sampler.update_scores(blocks, scores) after every "
                 "step.",
             )
-        if epoch != self._resume_epoch:
-            self._start[0] = 0
-            self._resume_epoch = -1
-        self._epoch[0] = int(epoch)
+        self.schedule.set_epoch(epoch)
 
     @property
     def epoch(self) -> int:
-        return int(self._epoch[0])
-
-    def _local_steps(self) -> tuple[int, int]:
-        """(first index, number of indices) of this process's share of :meth:`step_ids`."""
-        if self.world_size == 1:
-            return 0, self.steps_per_epoch
-        # DGL's DDP split (use_ddp=True, drop_last=False): contiguous ceil-sized shares.
-        share = math.ceil(self.steps_per_epoch / self.world_size)
-        return self.rank * share, share
-
-    def global_step(self, index: int) -> int:
-        """Global step of the DataLoader index ``index`` of the current epoch.
-
-        DGL's DataLoader gives each worker process a contiguous share of the indices and
-        returns batches round-robin over the workers; the step is the batch's position in that
-        returned order, so that steps reach the training loop in order whatever the number of
-        workers.  With ``use_ddp=True`` every rank runs its own schedule over its share.
-        """
-        first, count = self._local_steps()
-        start = int(self._start[0])
-        position = int(index) - first - start
-        info = torch.utils.data.get_worker_info()
-        if info is not None and info.num_workers > 1:
-            per_worker, left_over = divmod(count - start, info.num_workers)
-            begin = per_worker * info.id + min(left_over, info.id)
-            end = begin + per_worker + (info.id < left_over)
-            if not begin <= position < end:
-                raise ValueError(
-                    f"worker {info.id} received step index {index} outside its share: build "
-                    "the DataLoader with sampler.step_ids() as indices, batch_size=1 and "
-                    "shuffle=False"
-                )
-            position = (position - begin) * info.num_workers + info.id
-        position += start
-        if not start <= position < count:
-            raise ValueError(
-                f"step index {index} is outside this sampler's epoch of {count} steps: use "
-                "sampler.step_ids() as the DataLoader's indices"
-            )
-        return self.epoch * count + position
-
-    def is_checkpoint(self, step: int) -> bool:
-        """Whether global step ``step`` is a checkpoint step (never, with one-hop blocks)."""
-        return self.has_checkpoints and step % self.interval == 0
+        return self.schedule.epoch
 
     def is_checkpoint_batch(self, blocks: Sequence) -> bool:
         """Whether ``blocks`` (from this sampler's DataLoader) are a checkpoint step's.
@@ -608,16 +514,17 @@ class MVSSampler(BlockSampler):
         :meth:`update_scores`, and skip ``backward`` and ``optimizer.step()``.  Both ways are
         valid; skipping is cheaper.
         """
-        return self.is_checkpoint(_batch_step(blocks))
+        return self.schedule.is_checkpoint(_batch_step(blocks))
 
-    def pool(self, interval: int) -> Tensor:
+    # ------------------------------------------------------------------ seeds
+    def _pool(self, interval: int) -> Tensor:
         """The uniform pool ``V_S`` of checkpoint interval ``interval`` (deterministic)."""
         if not self.has_checkpoints:
             return self.train_nids
         cached = self._pool_cache
         if cached is not None and cached[0] == interval:
             return cached[1]
-        gen = _generator(self.seed, self.rank, interval, 1)
+        gen = self.schedule.generator(interval, 1)
         order = torch.randperm(self.train_nids.numel(), generator=gen)[: self.pool_size]
         pool = self.train_nids[order.to(self.train_nids.device)]
         self._pool_cache = (interval, pool)
@@ -650,7 +557,7 @@ class MVSSampler(BlockSampler):
             probs, frozen = self._pool_probabilities(pool), True
         drawer = None
         if self.draw == "systematic":
-            drawer = SystematicDraws(probs, _generator(self.seed, self.rank, interval, 4))
+            drawer = SystematicDraws(probs, self.schedule.generator(interval, 4))
         if frozen:  # a fallback from the live table may still be replaced: do not cache it
             self._draw_cache = (interval, probs, drawer)
         return probs, drawer
@@ -681,32 +588,15 @@ class MVSSampler(BlockSampler):
                 "batch_size. To evaluate or predict on given nodes, use "
                 "DataLoader(g, nodes, sampler.evaluation_sampler(), batch_size=...)."
             )
-        step = self.global_step(int(indices[0]))
-        self._check_order(step)
+        step = self.schedule.global_step(int(indices[0]))
+        self.schedule.check_order(step)
         self._check_histories()
-        seeds, weights = self.draw_step(step)
-        seeds = seeds.to(g.idtype)
-        if self.block_kind == "onehop":
-            result = self.block_sampler.blocks(
-                g, seeds, exclude_eids, generator=_generator(self.seed, self.rank, step, 3)
-            )
-        elif self.is_checkpoint(step) and self.block_kind != "custom":
-            result = exact_blocks(g, seeds, self.num_layers, self.edge_weight,
-                                  exclude_eids=exclude_eids)
-        elif self.block_kind == "history":
-            result = history_blocks(g, seeds, self.num_layers, self.edge_weight,
-                                    exclude_eids=exclude_eids)
-        elif self.block_kind == "exact":
-            result = exact_blocks(g, seeds, self.num_layers, self.edge_weight,
-                                  exclude_eids=exclude_eids)
-        elif self.block_kind == "cv":
-            result = control_variate_blocks(
-                g, seeds, self.fanouts, self.edge_weight,
-                generator=_generator(self.seed, self.rank, step, 3), exclude_eids=exclude_eids,
-            )
-        else:
-            result = self.block_sampler.sample_blocks(g, seeds, exclude_eids)
-        input_nodes, output_nodes, blocks = result
+        seeds, weights = self._draw_step(step)
+        checkpoint = self.schedule.is_checkpoint(step)
+        input_nodes, output_nodes, blocks = sample_blocks_with(
+            self._checkpoint_sampler if checkpoint else self.block_sampler,
+            g, seeds.to(g.idtype), exclude_eids, self.schedule.generator(step, 3),
+        )
         last = blocks[-1]
         if last.num_dst_nodes() != seeds.numel():
             raise RuntimeError("the block sampler changed the output nodes of the batch")
@@ -718,7 +608,7 @@ class MVSSampler(BlockSampler):
         last.dstdata[keys.SAMPLER] = torch.full(
             (seeds.numel(),), self._token, dtype=torch.int64, device=last.device
         )
-        if self._fallback_interval == step // self.interval and not self.is_checkpoint(step):
+        if self._fallback_interval == self.schedule.interval_of(step) and not checkpoint:
             last.dstdata[keys.UNSCORED] = torch.ones(
                 seeds.numel(), dtype=torch.bool, device=last.device
             )
@@ -728,25 +618,13 @@ class MVSSampler(BlockSampler):
             output_nodes = output_nodes.to(self.output_device)
         return input_nodes, output_nodes, blocks
 
-    def _check_order(self, step: int) -> None:
-        """Refuse steps that arrive out of order (a shuffling DataLoader moves checkpoints)."""
-        first = self.epoch * self._local_steps()[1] + int(self._start[0])
-        last = self._last_drawn
-        self._last_drawn = step
-        info = torch.utils.data.get_worker_info()
-        if last is None or step == first or (info is not None and info.num_workers > 1):
-            return  # a new iteration, or a worker's share (checked by global_step)
-        if step <= last and step // self.steps_per_epoch == last // self.steps_per_epoch:
-            raise ValueError(
-                f"MVSSampler received step {step} after step {last}: its DataLoader must not "
-                "shuffle (the step numbers are the schedule, and the seeds are drawn at random "
-                "already). Build it as DataLoader(g, sampler.step_ids(), sampler) with "
-                "shuffle=False."
-            )
+    def _needs_history(self) -> bool:
+        """Whether the blocks fill the nodes outside the batch from a History."""
+        return self.block_kind in ("history", "cv")
 
     def _check_histories(self) -> None:
         """History blocks need a History attached to the model, with as many layers."""
-        if self.block_kind not in ("history", "cv"):
+        if not self._needs_history():
             return
         for history in attached_histories(self.g):
             if history.num_layers != self.num_layers:
@@ -772,14 +650,14 @@ class MVSSampler(BlockSampler):
             prefetch_labels=self.prefetch_labels,
         )
 
-    def draw_step(self, step: int) -> tuple[Tensor, Tensor]:
+    def _draw_step(self, step: int) -> tuple[Tensor, Tensor]:
         """Seeds and Horvitz-Thompson weights of global step ``step``."""
-        interval = step // self.interval
-        pool = self.pool(interval)
-        if self.is_checkpoint(step):
+        interval = self.schedule.interval_of(step)
+        pool = self._pool(interval)
+        if self.schedule.is_checkpoint(step):
             weights = torch.full((pool.numel(),), 1.0 / pool.numel(), dtype=torch.float64)
             return pool, weights
-        gen = _generator(self.seed, self.rank, step, 2)
+        gen = self.schedule.generator(step, 2)
         if self.probabilities == "frozen":
             probs, drawer = self._frozen_draws(interval, pool)
         else:
@@ -814,17 +692,8 @@ class MVSSampler(BlockSampler):
         Input features are set only for one-hop blocks; for the other kinds index
         ``g.ndata`` with the returned input nodes.
         """
-        g = self.g
-        seeds = seeds.to(device=g.device, dtype=g.idtype)
-        if self.block_kind == "onehop":
-            return self.block_sampler.blocks(g, seeds, None, generator)
-        if self.block_kind == "history":
-            return history_blocks(g, seeds, self.num_layers, self.edge_weight)
-        if self.block_kind == "exact":
-            return exact_blocks(g, seeds, self.num_layers, self.edge_weight)
-        if self.block_kind == "cv":
-            return control_variate_blocks(g, seeds, self.fanouts, self.edge_weight, generator)
-        return self.block_sampler.sample_blocks(g, seeds)
+        seeds = seeds.to(device=self.g.device, dtype=self.g.idtype)
+        return sample_blocks_with(self.block_sampler, self.g, seeds, None, generator)
 
     # ------------------------------------------------------------------ scores
     def update_scores(self, blocks: Sequence, scores: Tensor) -> None:
@@ -852,15 +721,15 @@ class MVSSampler(BlockSampler):
                 "start of every epoch, otherwise every epoch repeats the same pools and draws",
             )
         self._last_updated_step = max(self._last_updated_step, step)
-        if self.block_kind == "onehop":
+        if isinstance(self.block_sampler, OneHopSampler):
             self.block_sampler.after_step(nodes.numel())
         if self.score_every and self.model is not None:
             self._since_scores += 1
             if self._since_scores >= self.score_every:
                 self.refresh_scores()
-        if self.is_checkpoint(step) and self.probabilities == "frozen":
-            interval = step // self.interval
-            self._frozen_p.copy_(self._pool_probabilities(self.pool(interval)).cpu())
+        if self.schedule.is_checkpoint(step) and self.probabilities == "frozen":
+            interval = self.schedule.interval_of(step)
+            self._frozen_p.copy_(self._pool_probabilities(self._pool(interval)).cpu())
             # Publish the interval only once p is written: workers poll it.
             self._frozen_interval[0] = interval
 
@@ -873,26 +742,26 @@ class MVSSampler(BlockSampler):
                 "these blocks were drawn by another MVSSampler: give update_scores the blocks "
                 "of this sampler's DataLoader"
             )
-        epoch = step // self._local_steps()[1]
+        epoch = self.schedule.epoch_of(step)
         if epoch != self.epoch:
             raise ValueError(
                 f"these blocks are from epoch {epoch} (step {step}), the sampler is in epoch "
                 f"{self.epoch}: update_scores takes the blocks of the current epoch only "
                 "(scores of an old step would overwrite newer ones); nothing was changed"
             )
-        if self.block_kind in ("history", "cv") and not attached_histories(self.g):
+        if self._needs_history() and not attached_histories(self.g):
             raise ValueError(
-                f"blocks={self.block_kind!r} fill the nodes outside the batch from history, "
-                "but no dgl_mvs.History is attached to this graph's model: the halo rows held "
-                "whatever the previous layer computed. Call "
+                f"block_sampler={self.block_kind!r} fills the nodes outside the batch from "
+                "history, but no dgl_mvs.History is attached to this graph's model: the halo "
+                "rows held whatever the previous layer computed. Call "
                 "dgl_mvs.History(g, widths).attach(model.layers) before training"
             )
         if keys.UNSCORED in last.dstdata:
             self._warn_once(
                 "unscored",
                 f"step {step} was drawn before the scores of its interval's checkpoint (step "
-                f"{step - step % self.interval}) were written, from the score table as it "
-                "was (DataLoader workers draw ahead of training). Call "
+                f"{step - step % self.schedule.interval}) were written, from the score table as "
+                "it was (DataLoader workers draw ahead of training). Call "
                 "sampler.update_scores(blocks, scores) after every step; pass "
                 "score_timeout=60 to make workers wait for them (draws then do not depend on "
                 "timing).",
@@ -951,7 +820,7 @@ class MVSSampler(BlockSampler):
                 logits = model([g] * self.num_layers, g.ndata[self.input_feature])
             yield self.train_nids, logits[self.train_nids.long()]
             return
-        gen = _generator(self.seed, self.rank, self._last_updated_step, 5)
+        gen = self.schedule.generator(self._last_updated_step, 5)
         for chunk in self.train_nids.split(chunk_size):
             _, out_nodes, blocks = self.blocks_for(chunk, gen)
             yield out_nodes, model(blocks, blocks[0].srcdata[self.input_feature])
@@ -1007,11 +876,11 @@ class MVSSampler(BlockSampler):
             "edge_weight": self.edge_weight,
             "steps_per_epoch": self.steps_per_epoch,
             "seed": self.seed,
-            "rank": self.rank,
-            "world_size": self.world_size,
+            "rank": self.schedule.rank,
+            "world_size": self.schedule.world_size,
         }
 
-    def _check_state_dict(self, state: dict) -> None:
+    def check_state_dict(self, state: dict) -> None:
         """Raise ValueError naming what differs if ``state`` does not fit this sampler."""
         if not isinstance(state, dict):
             raise ValueError(f"sampler state must be a dict, got {type(state).__name__}")
@@ -1056,7 +925,7 @@ class MVSSampler(BlockSampler):
             )
         if int(state["next_step"]) < 0:
             raise ValueError(f"sampler state has a negative next step {state['next_step']}")
-        self.scores._check_state_dict(state["scores"])
+        self.scores.check_state_dict(state["scores"])
         if self.block_kind == "onehop" and state.get("blocks") is not None:
             self.block_sampler.check_state_dict(state["blocks"])
         saved_p = state.get("interval_p")
@@ -1076,13 +945,10 @@ class MVSSampler(BlockSampler):
         ``set_epoch(sampler.epoch)``, which keeps the resume point) gives the remaining steps
         of that epoch.  Build the resumed epoch's DataLoader after loading.
         """
-        self._check_state_dict(state)
+        self.check_state_dict(state)
         self.scores.load_state_dict(state["scores"])
         # Resume at the step after the last one whose scores were written.
-        epoch, start = divmod(int(state["next_step"]), self._local_steps()[1])
-        self._epoch[0] = epoch
-        self._start[0] = start
-        self._resume_epoch = epoch if start > 0 else -1
+        self.schedule.resume(int(state["next_step"]))
         self._frozen_p.copy_(state["frozen_p"])
         self._frozen_interval[0] = int(state["frozen_interval"])
         self._last_updated_step = int(state["last_updated_step"])
@@ -1095,6 +961,6 @@ class MVSSampler(BlockSampler):
         saved_p = state.get("interval_p")
         if saved_p is not None and not self.has_checkpoints:
             interval, probs = int(saved_p["interval"]), saved_p["probs"].to(self.train_nids.device)
-            drawer = SystematicDraws(probs, _generator(self.seed, self.rank, interval, 4)) \
+            drawer = SystematicDraws(probs, self.schedule.generator(interval, 4)) \
                 if self.draw == "systematic" else None
             self._draw_cache = (interval, probs, drawer)

@@ -200,6 +200,12 @@ def autograd_grad_norm(per_node_loss: torch.Tensor, logits: torch.Tensor,
         return _scale_by_input(norm, last_input)
 
 
+def _check_initial(initial: object, name: str) -> None:
+    if isinstance(initial, bool) or not isinstance(initial, numbers.Real) \
+            or not math.isfinite(initial) or initial <= 0:
+        raise ValueError(f"{name} must be a positive finite number, got {initial!r}")
+
+
 class ScoreTable:
     """Per-node scores stored as node data of a DGL graph, shared with DataLoader workers.
 
@@ -239,18 +245,16 @@ class ScoreTable:
     """
 
     def __init__(self, g, key: str = "mvs_score", initial: float = 1.0) -> None:
-        import dgl  # imported here so the functions above work without loading DGL
+        # Imported here so that the functions above work without loading DGL.
+        from .blocks import check_graph
 
-        if not isinstance(g, dgl.DGLGraph):
-            raise ValueError(f"g must be a DGLGraph, got {type(g).__name__}")
-        if not g.is_homogeneous:
-            raise ValueError("ScoreTable needs a homogeneous graph (one node and one edge type); "
-                             f"got node types {g.ntypes} and edge types {g.etypes}")
+        try:
+            check_graph(g)
+        except TypeError as err:  # a ValueError, as for every other argument here
+            raise ValueError(f"g must be a DGLGraph: {err}") from None
         if not isinstance(key, str) or not key:
             raise ValueError(f"key must be a non-empty string, got {key!r}")
-        if isinstance(initial, bool) or not isinstance(initial, numbers.Real) \
-                or not math.isfinite(initial) or initial <= 0:
-            raise ValueError(f"initial must be a positive finite number, got {initial!r}")
+        _check_initial(initial, "initial")
         self.key = key
         self.written_key = key + "_written"
         self.initial = float(initial)
@@ -356,7 +360,7 @@ class ScoreTable:
             "written": self._written.cpu().clone(),
         }
 
-    def _check_state_dict(self, state: dict) -> None:
+    def check_state_dict(self, state: dict) -> None:
         """Raise ValueError if ``state`` does not fit this table (nothing is changed)."""
         if not isinstance(state, dict):
             raise ValueError(f"score state must be a dict, got {type(state).__name__}")
@@ -375,18 +379,14 @@ class ScoreTable:
         if not scores.is_floating_point():
             raise ValueError(f"state's scores must be floating point, got {scores.dtype}")
         if "initial" in state:
-            initial = state["initial"]
-            if isinstance(initial, bool) or not isinstance(initial, numbers.Real) \
-                    or not math.isfinite(initial) or initial <= 0:
-                raise ValueError(f"state's initial must be a positive finite number, "
-                                 f"got {initial!r}")
+            _check_initial(state["initial"], "state's initial")
 
     def load_state_dict(self, state: dict) -> None:
         """Restore a :meth:`state_dict` in place (the shared tensors stay shared).
 
         A state that does not fit (node count, shapes) raises ValueError and changes nothing.
         """
-        self._check_state_dict(state)
+        self.check_state_dict(state)
         self._scores.copy_(state["scores"])
         self._written.copy_(state["written"].bool())
         if "initial" in state:

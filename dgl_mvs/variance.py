@@ -31,8 +31,8 @@ import numbers
 
 import torch
 
-from .draws import _check_probs
-from .probabilities import _check_batch_size, _check_scores
+from .draws import check_probs
+from .probabilities import check_batch_size, check_scores
 
 __all__ = ["estimator_variance", "uniform_vs_mvs_variance_gap"]
 
@@ -72,7 +72,7 @@ def estimator_variance(probs: torch.Tensor, vectors: torch.Tensor,
     if scheme != "poisson":
         raise ValueError(f"scheme must be 'poisson' (the only one with a closed-form variance), "
                          f"got {scheme!r}")
-    _check_probs(probs)
+    check_probs(probs)
     if not isinstance(vectors, torch.Tensor) or vectors.dim() not in (1, 2) \
             or vectors.shape[0] != probs.shape[0]:
         raise ValueError(f"vectors must have shape ({probs.shape[0]},) or ({probs.shape[0]}, D), "
@@ -118,8 +118,8 @@ def uniform_vs_mvs_variance_gap(scores: torch.Tensor, batch_size: float) -> floa
     >>> uniform_vs_mvs_variance_gap(torch.tensor([1.0, 1.0]), 1)  # equal scores: no gain
     0.0
     """
-    _check_scores(scores)
-    b = _check_batch_size(batch_size)
+    check_scores(scores)
+    b = check_batch_size(batch_size)
     g = scores.detach().double()
     s = float(g.sum())
     if s <= 0:

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import dgl_mvs
+from dgl_mvs.blocks import control_variate_blocks, exact_blocks, history_blocks
 from conftest import random_graph
 
 NID, EID = dgl.NID, dgl.EID
@@ -12,9 +13,9 @@ NID, EID = dgl.NID, dgl.EID
 def _builders(num_layers):
     gen = torch.Generator().manual_seed(0)
     return {
-        "history": lambda g, s: dgl_mvs.history_blocks(g, s, num_layers),
-        "exact": lambda g, s: dgl_mvs.exact_blocks(g, s, num_layers),
-        "cv": lambda g, s: dgl_mvs.control_variate_blocks(g, s, [2] * num_layers, generator=gen),
+        "history": lambda g, s: history_blocks(g, s, num_layers),
+        "exact": lambda g, s: exact_blocks(g, s, num_layers),
+        "cv": lambda g, s: control_variate_blocks(g, s, [2] * num_layers, generator=gen),
     }
 
 
@@ -48,7 +49,7 @@ def test_block_contract(kind, num_layers, idtype):
 
 def test_history_blocks_hold_the_full_in_neighbourhood(graph):
     seeds = torch.arange(30)
-    input_nodes, _, blocks = dgl_mvs.history_blocks(graph, seeds, 3)
+    input_nodes, _, blocks = history_blocks(graph, seeds, 3)
     expected = torch.unique(torch.cat([seeds, graph.in_edges(seeds)[0]]))
     assert torch.equal(torch.sort(input_nodes).values, expected)
     for i, block in enumerate(blocks):
@@ -62,7 +63,7 @@ def test_history_blocks_hold_the_full_in_neighbourhood(graph):
 
 def test_exact_blocks_are_full_neighbourhoods(graph):
     seeds = torch.arange(10)
-    input_nodes, _, blocks = dgl_mvs.exact_blocks(graph, seeds, 2)
+    input_nodes, _, blocks = exact_blocks(graph, seeds, 2)
     one_hop = torch.unique(torch.cat([seeds, graph.in_edges(seeds)[0]]))
     two_hop = torch.unique(torch.cat([one_hop, graph.in_edges(one_hop)[0]]))
     assert torch.equal(torch.sort(input_nodes).values, two_hop)
@@ -71,7 +72,7 @@ def test_exact_blocks_are_full_neighbourhoods(graph):
 
 def test_cv_blocks_sample_fanout_and_scale(graph):
     seeds = torch.arange(40)
-    _, _, blocks = dgl_mvs.control_variate_blocks(
+    _, _, blocks = control_variate_blocks(
         graph, seeds, [3, 2], generator=torch.Generator().manual_seed(0)
     )
     last = blocks[-1]
@@ -100,7 +101,7 @@ def test_cv_neighbour_draws_are_uniform():
     gen = torch.Generator().manual_seed(0)
     trials = 4000
     for _ in range(trials):
-        _, _, blocks = dgl_mvs.control_variate_blocks(g, torch.tensor([0]), [3], generator=gen)
+        _, _, blocks = control_variate_blocks(g, torch.tensor([0]), [3], generator=gen)
         b = blocks[0]
         picked = b.srcdata[NID][b.edges()[0][b.edata[dgl_mvs.keys.SAMPLED]].long()]
         counts[picked] += 1
@@ -112,7 +113,7 @@ def test_cv_neighbour_draws_are_uniform():
 def test_edge_weights_follow_eids(graph):
     graph.edata["w"] = dgl_mvs.gcn_norm(graph)
     for kind in ("history", "exact"):
-        fn = dgl_mvs.history_blocks if kind == "history" else dgl_mvs.exact_blocks
+        fn = history_blocks if kind == "history" else exact_blocks
         _, _, blocks = fn(graph, torch.arange(20), 2, edge_weight="w")
         for block in blocks:
             torch.testing.assert_close(
@@ -130,16 +131,16 @@ def test_gcn_norm_matches_dgl(graph):
 def test_builder_errors(graph):
     hetero = dgl.heterograph({("a", "r", "b"): (torch.tensor([0]), torch.tensor([0]))})
     with pytest.raises(ValueError, match="homogeneous"):
-        dgl_mvs.history_blocks(hetero, torch.tensor([0]), 2)
+        history_blocks(hetero, torch.tensor([0]), 2)
     with pytest.raises(TypeError, match="DGLGraph"):
-        dgl_mvs.history_blocks("not a graph", torch.tensor([0]), 2)
+        history_blocks("not a graph", torch.tensor([0]), 2)
     with pytest.raises(ValueError, match="empty"):
-        dgl_mvs.history_blocks(graph, torch.tensor([], dtype=torch.int64), 2)
+        history_blocks(graph, torch.tensor([], dtype=torch.int64), 2)
     with pytest.raises(ValueError, match="must lie in"):
-        dgl_mvs.exact_blocks(graph, torch.tensor([graph.num_nodes()]), 2)
+        exact_blocks(graph, torch.tensor([graph.num_nodes()]), 2)
     with pytest.raises(ValueError, match="num_layers"):
-        dgl_mvs.history_blocks(graph, torch.tensor([0]), 0)
+        history_blocks(graph, torch.tensor([0]), 0)
     with pytest.raises(KeyError, match="not in g.edata"):
-        dgl_mvs.history_blocks(graph, torch.tensor([0]), 2, edge_weight="missing")
+        history_blocks(graph, torch.tensor([0]), 2, edge_weight="missing")
     with pytest.raises(ValueError, match="unique"):
-        dgl_mvs.history_blocks(graph, torch.tensor([0, 0]), 2)
+        history_blocks(graph, torch.tensor([0, 0]), 2)

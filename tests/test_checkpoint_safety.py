@@ -38,7 +38,7 @@ def build(g=None, seed=0, blocks="history"):
                                      **FEATS)
     else:
         sampler = dgl_mvs.MVSSampler(g, torch.arange(0, 400, 2), batch_size=16, num_layers=2,
-                                     blocks=blocks, checkpoint_every=5, seed=7, **FEATS)
+                                     block_sampler=blocks, checkpoint_every=5, seed=7, **FEATS)
     opt = torch.optim.Adam(model.parameters(), lr=0.01)
     loss = sum((p ** 2).sum() for p in model.parameters())
     loss.backward()

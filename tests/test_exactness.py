@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import dgl_mvs
+from dgl_mvs.blocks import control_variate_blocks, exact_blocks, history_blocks
 from conftest import random_graph
 from models import GNN
 
@@ -48,9 +49,9 @@ def test_history_blocks_match_full_graph(kind, num_layers, idtype):
     # The refresh pass is itself layer-wise full-graph inference.
     torch.testing.assert_close(refreshed, full, atol=TOL, rtol=0)
     batch = torch.randperm(g.num_nodes())[:60].to(idtype)
-    out_nodes, out = _batch_output(model, g, dgl_mvs.history_blocks(g, batch, num_layers, ew))
+    out_nodes, out = _batch_output(model, g, history_blocks(g, batch, num_layers, ew))
     torch.testing.assert_close(out, full[out_nodes.long()], atol=TOL, rtol=0)
-    out_nodes, out = _batch_output(model, g, dgl_mvs.exact_blocks(g, batch, num_layers, ew))
+    out_nodes, out = _batch_output(model, g, exact_blocks(g, batch, num_layers, ew))
     torch.testing.assert_close(out, full[out_nodes.long()], atol=TOL, rtol=0)
 
 
@@ -60,7 +61,7 @@ def test_history_blocks_match_full_graph(kind, num_layers, idtype):
 def test_control_variate_blocks_match_full_graph(kind, num_layers, idtype):
     g, model, history, ew, full, _ = _setup(kind, num_layers, idtype)
     batch = torch.randperm(g.num_nodes())[:60].to(idtype)
-    result = dgl_mvs.control_variate_blocks(
+    result = control_variate_blocks(
         g, batch, [2] * num_layers, ew, generator=torch.Generator().manual_seed(1)
     )
     out_nodes, out = _batch_output(model, g, result)
@@ -72,7 +73,7 @@ def test_stale_history_is_not_exact():
     g, model, history, ew, full, _ = _setup("sage", 2, torch.int64)
     g.ndata[dgl_mvs.keys.history_key(1)] += 1.0
     batch = torch.arange(60)
-    out_nodes, out = _batch_output(model, g, dgl_mvs.history_blocks(g, batch, 2))
+    out_nodes, out = _batch_output(model, g, history_blocks(g, batch, 2))
     assert (out - full[out_nodes]).abs().max() > 1e-2
 
 
@@ -85,7 +86,7 @@ def test_cv_estimator_is_unbiased_with_stale_history():
     # Layer 2 is linear in its inputs: average its CV estimate over many neighbour draws.
     outs = []
     for seed in range(400):
-        result = dgl_mvs.control_variate_blocks(
+        result = control_variate_blocks(
             g, batch, [2, 2], generator=torch.Generator().manual_seed(seed)
         )
         outs.append(_batch_output(model, g, result)[1])

@@ -9,6 +9,7 @@ import torch
 from dgl.nn import SAGEConv
 
 import dgl_mvs
+from dgl_mvs.blocks import control_variate_blocks, exact_blocks, history_blocks
 from conftest import random_graph
 from models import GNN
 from test_blocks import check_contract
@@ -21,11 +22,11 @@ KINDS = ["history", "exact", "cv"]
 def _build(kind, g, seeds, num_layers=2, **kwargs):
     """Blocks of ``kind``; CV blocks draw from a fixed generator so two calls can be compared."""
     if kind == "history":
-        return dgl_mvs.history_blocks(g, seeds, num_layers, **kwargs)
+        return history_blocks(g, seeds, num_layers, **kwargs)
     if kind == "exact":
-        return dgl_mvs.exact_blocks(g, seeds, num_layers, **kwargs)
+        return exact_blocks(g, seeds, num_layers, **kwargs)
     gen = torch.Generator().manual_seed(3)
-    return dgl_mvs.control_variate_blocks(g, seeds, [2] * num_layers, generator=gen, **kwargs)
+    return control_variate_blocks(g, seeds, [2] * num_layers, generator=gen, **kwargs)
 
 
 def _sampler(kind, num_layers=2):
@@ -241,7 +242,7 @@ def test_exact_blocks_with_exclusion_match_full_graph_without_the_edges():
     assert all(isinstance(layer, SAGEConv) for layer in model.layers)
     g2 = dgl.remove_edges(g, excluded.unique())
     assert g2.num_nodes() == g.num_nodes()
-    input_nodes, output_nodes, blocks = dgl_mvs.exact_blocks(g, seeds, 2, exclude_eids=excluded)
+    input_nodes, output_nodes, blocks = exact_blocks(g, seeds, 2, exclude_eids=excluded)
     with torch.no_grad():
         reference = model([g2, g2], g.ndata["feat"])
         full = model([g, g], g.ndata["feat"])

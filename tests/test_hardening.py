@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from dgl.nn import GraphConv, SAGEConv
 
 import dgl_mvs
+from dgl_mvs.blocks import history_blocks
 from conftest import random_graph
 from test_onehop import Model
 from test_sampler import attach_history, make_sampler, node_scores
@@ -63,7 +64,7 @@ def test_keyword_calls_go_through_the_history_hook():
     with torch.no_grad():
         full = model([g, g], g.ndata["feat"])
         history.refresh(model, "feat")
-        inputs, outputs, blocks = dgl_mvs.history_blocks(g, torch.arange(40), 2)
+        inputs, outputs, blocks = history_blocks(g, torch.arange(40), 2)
         out = model(blocks, g.ndata["feat"][inputs])
     torch.testing.assert_close(out, full[outputs], atol=1e-5, rtol=0)
 
@@ -80,9 +81,9 @@ def test_zero_in_degree_batch_nodes_still_raise_but_halo_rows_do_not():
     def model(blocks, x):
         return layers[1](blocks[1], F.relu(layers[0](blocks[0], x)))
 
-    inputs, _, blocks = dgl_mvs.history_blocks(g, with_edges, 2)
+    inputs, _, blocks = history_blocks(g, with_edges, 2)
     model(blocks, g.ndata["feat"][inputs])  # halo rows have no in-edges: fine
-    inputs, _, blocks = dgl_mvs.history_blocks(g, torch.cat([with_edges, torch.tensor([alone])]),
+    inputs, _, blocks = history_blocks(g, torch.cat([with_edges, torch.tensor([alone])]),
                                                2)
     with pytest.raises(dgl.DGLError, match="0-in-degree"):
         model(blocks, g.ndata["feat"][inputs])
@@ -103,7 +104,7 @@ def test_non_finite_activations_are_not_stored():
 
 def test_forgetting_attach_is_an_error_not_wrong_halo_rows():
     g = random_graph()
-    sampler = dgl_mvs.MVSSampler(g, torch.arange(200), 16, num_layers=2, blocks="history",
+    sampler = dgl_mvs.MVSSampler(g, torch.arange(200), 16, num_layers=2, block_sampler="history",
                                  **FEATS)
     sampler.set_epoch(0)
     _, output_nodes, blocks = next(iter(dgl.dataloading.DataLoader(g, sampler.step_ids(),
@@ -115,7 +116,7 @@ def test_forgetting_attach_is_an_error_not_wrong_halo_rows():
 def test_layer_count_mismatch_is_named():
     g = random_graph()
     attach_history(g, 2)
-    sampler = dgl_mvs.MVSSampler(g, torch.arange(200), 16, num_layers=3, blocks="history",
+    sampler = dgl_mvs.MVSSampler(g, torch.arange(200), 16, num_layers=3, block_sampler="history",
                                  **FEATS)
     loader = dgl.dataloading.DataLoader(g, sampler.step_ids(), sampler)
     with pytest.raises(ValueError, match="give the sampler num_layers=2"):
@@ -171,13 +172,14 @@ def test_arguments_are_coerced_or_refused(graph):
     ok = make_sampler(graph, batch_size=np.int64(16), checkpoint_every=np.int32(5))
     assert ok.batch_size == 16 and ok.checkpoint_every == 5
     with pytest.raises(ValueError, match="integer node IDs or a boolean mask"):
-        make_sampler(graph).__class__(graph, train.float(), 16, num_layers=2, blocks="history")
+        make_sampler(graph).__class__(graph, train.float(), 16, num_layers=2,
+                                      block_sampler="history")
     with pytest.raises(ValueError, match="one entry per node"):
         dgl_mvs.MVSSampler(graph, torch.ones(10, dtype=torch.bool), 16, num_layers=2,
-                           blocks="history")
+                           block_sampler="history")
     with pytest.raises(ValueError, match="uint8"):
         dgl_mvs.MVSSampler(graph, (torch.arange(400) % 2).to(torch.uint8), 16, num_layers=2,
-                           blocks="history")
+                           block_sampler="history")
     with pytest.raises(ValueError, match="checkpoint_every"):
         make_sampler(graph, checkpoint_every=True)
     with pytest.raises(ValueError, match="steps_per_epoch"):

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import dgl_mvs
+from dgl_mvs.blocks import exact_blocks, history_blocks
 from dgl_mvs import keys
 from conftest import random_graph
 from models import GNN
@@ -21,14 +22,14 @@ def test_histories_live_in_ndata(graph):
     dgl_mvs.History(graph, [16, 8])
     assert graph.ndata[keys.history_key(1)].shape == (graph.num_nodes(), 16)
     assert graph.ndata[keys.history_key(2)].shape == (graph.num_nodes(), 8)
-    assert bool((graph.ndata[keys.history_step_key(1)] == -1).all())
+    assert bool((graph.ndata[keys.history_clock_key(1)] == -1).all())
 
 
 def test_forward_pushes_batch_and_pulls_halo_at_forward_time(graph):
     model, history = _model_and_history(graph)
     model.train()
     batch = torch.arange(30)
-    input_nodes, _, blocks = dgl_mvs.history_blocks(graph, batch, 2)
+    input_nodes, _, blocks = history_blocks(graph, batch, 2)
     halo = input_nodes[30:]
     # Histories written *after* sampling are the ones the forward uses.
     marker = torch.full((halo.numel(), 16), 3.0)
@@ -51,7 +52,7 @@ def test_forward_pushes_batch_and_pulls_halo_at_forward_time(graph):
 
 def test_gradients_flow_only_through_fresh_rows(graph):
     model, history = _model_and_history(graph)
-    input_nodes, _, blocks = dgl_mvs.history_blocks(graph, torch.arange(30), 2)
+    input_nodes, _, blocks = history_blocks(graph, torch.arange(30), 2)
     out = model(blocks, graph.ndata["feat"][input_nodes])
     out.sum().backward()
     assert all(p.grad is not None for p in model.parameters())
@@ -60,14 +61,14 @@ def test_gradients_flow_only_through_fresh_rows(graph):
 def test_exact_blocks_refresh_the_neighbourhood(graph):
     model, history = _model_and_history(graph)
     model.eval()
-    input_nodes, _, blocks = dgl_mvs.exact_blocks(graph, torch.arange(10), 2)
+    input_nodes, _, blocks = exact_blocks(graph, torch.arange(10), 2)
     with torch.no_grad():
         model(blocks, graph.ndata["feat"][input_nodes])
     one_hop = blocks[1].srcdata[dgl.NID]
     assert bool((history.last_write(1, one_hop) >= 0).all())
     untouched = torch.ones(graph.num_nodes(), dtype=torch.bool)
     untouched[one_hop] = False
-    assert bool((graph.ndata[keys.history_step_key(1)][untouched] == -1).all())
+    assert bool((graph.ndata[keys.history_clock_key(1)][untouched] == -1).all())
 
 
 def test_refresh_restores_training_mode_and_needs_attach(graph):
@@ -108,10 +109,10 @@ def test_errors(graph):
     model = GNN("sage", 12, 16, 5, 2)
     history = dgl_mvs.History(graph, [8])  # the model's hidden width is 16
     history.attach(model.layers)
-    input_nodes, _, blocks = dgl_mvs.history_blocks(graph, torch.arange(10), 2)
+    input_nodes, _, blocks = history_blocks(graph, torch.arange(10), 2)
     with pytest.raises(ValueError, match="width 16 but its history has width 8"):
         model(blocks, graph.ndata["feat"][input_nodes])
-    input_nodes, _, blocks = dgl_mvs.exact_blocks(graph, torch.arange(10), 2)
+    input_nodes, _, blocks = exact_blocks(graph, torch.arange(10), 2)
     with pytest.raises(ValueError, match="width 16 but its history has width 8"):
         model(blocks, graph.ndata["feat"][input_nodes])  # the all-fresh path checks too
     sampler = dgl_mvs.HistorySampler(2, prefetch_node_feats=["feat"])
@@ -133,12 +134,12 @@ def test_errors(graph):
     with pytest.raises(KeyError, match="feature key 'missing'"):
         history.refresh(model, "missing")
     # blocks of another batch than the layer input
-    _, _, other = dgl_mvs.history_blocks(fresh_graph, torch.arange(50), 2)
+    _, _, other = history_blocks(fresh_graph, torch.arange(50), 2)
     with pytest.raises(ValueError, match="source nodes"):
         model(other, fresh_graph.ndata["feat"][input_nodes])
     # seeds on another device than the graph
     with pytest.raises(ValueError, match="seed nodes are on meta but the graph is on cpu"):
-        dgl_mvs.history_blocks(graph, torch.empty(3, dtype=torch.int64, device="meta"), 2)
+        history_blocks(graph, torch.empty(3, dtype=torch.int64, device="meta"), 2)
 
 
 def test_hook_dropout_keeps_histories_clean(graph):
@@ -147,7 +148,7 @@ def test_hook_dropout_keeps_histories_clean(graph):
     model = GNN("sage", 12, 16, 5, 2).train()
     history = dgl_mvs.History(graph, [16])
     history.attach(model.layers, dropout=0.5)
-    input_nodes, _, blocks = dgl_mvs.history_blocks(graph, torch.arange(30), 2)
+    input_nodes, _, blocks = history_blocks(graph, torch.arange(30), 2)
     seen = {}
     handle = model.layers[1].register_forward_pre_hook(
         lambda module, args: seen.update(h=args[1].detach().clone()))
@@ -161,3 +162,14 @@ def test_hook_dropout_keeps_histories_clean(graph):
     torch.testing.assert_close(dropped[kept], 2 * pushed[kept])  # inverted dropout scale
     with pytest.raises(ValueError, match="dropout"):
         history.attach(model.layers, dropout=1.0)
+
+
+def test_state_saved_with_the_old_last_write_key_loads(graph):
+    history = dgl_mvs.History(graph, [16])
+    history.push(1, torch.arange(5), torch.ones(5, 16))
+    state = history.state_dict()
+    state["mvs_hist_step_1"] = state.pop(keys.history_clock_key(1))
+    fresh = dgl_mvs.History(random_graph(), [16])
+    fresh.load_state_dict(state)
+    nodes = torch.arange(6)
+    assert torch.equal(fresh.last_write(1, nodes), history.last_write(1, nodes))

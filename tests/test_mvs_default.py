@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import dgl_mvs
+from dgl_mvs.diagnostics import gradient_variance
 from conftest import random_graph
 from test_onehop import Model
 
@@ -62,7 +63,7 @@ def test_weighted_loss_is_unbiased_for_the_mean_training_loss():
         exact = F.cross_entropy(full[train], g.ndata["label"][train]).item()
         estimates = []
         for step in range(600):
-            seeds, weights = sampler.draw_step(step)
+            seeds, weights = sampler._draw_step(step)
             _, _, blocks = sampler.blocks_for(seeds)
             logits = model(blocks, blocks[0].srcdata["feat"])
             losses = F.cross_entropy(logits, g.ndata["label"][seeds.long()], reduction="none")
@@ -150,7 +151,7 @@ def test_gradient_variance_diagnostic():
     for p in model.parameters():
         p.grad = torch.full_like(p, 7.0)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    result = dgl_mvs.gradient_variance(sampler, model, repeats=6)
+    result = gradient_variance(sampler, model, repeats=6)
     assert set(result) >= {"realised_ratio", "oracle_ratio", "sampler_ratio"}
     # The optimal probabilities for the exact norms never do worse than uniform ones.
     assert result["oracle_ratio"] <= 1.0 + 1e-9

@@ -9,6 +9,7 @@ import torch.multiprocessing as mp
 from dgl.nn import SAGEConv
 
 import dgl_mvs
+from dgl_mvs.probabilities import mvs_probabilities
 from conftest import random_graph
 from test_blocks import check_contract
 
@@ -29,10 +30,11 @@ def attach_history(g, num_layers=2):
 
 
 def make_sampler(g, **kwargs):
-    options = dict(batch_size=16, num_layers=2, blocks="history", checkpoint_every=5,
+    options = dict(batch_size=16, num_layers=2, block_sampler="history", checkpoint_every=5,
                    pool_ratio=0.4, seed=0, score_timeout=60.0)
     options.update(kwargs)
-    if options.get("blocks") in ("history", "cv") and not dgl_mvs.history.attached_histories(g):
+    if options.get("block_sampler") in ("history", "cv") \
+            and not dgl_mvs.history.attached_histories(g):
         attach_history(g, options["num_layers"] or len(options.get("fanouts") or []))
     return dgl_mvs.MVSSampler(g, torch.arange(200), **options)
 
@@ -61,7 +63,7 @@ def test_schedule_checkpoints_and_batches(graph):
     assert steps == list(range(26))  # in order, the second epoch continuing the first
     for step, (input_nodes, output_nodes, blocks) in zip(steps, batches):
         check_contract(graph, input_nodes, output_nodes, blocks)
-        pool = sampler.pool(step // 5)
+        pool = sampler._pool(step // 5)
         assert bool(torch.isin(output_nodes, pool).all())
         weights = blocks[-1].dstdata[WEIGHT]
         assert sampler.is_checkpoint_batch(blocks) == (step % 5 == 0)
@@ -79,11 +81,11 @@ def test_frozen_probabilities_come_from_checkpoint_scores(graph):
     sampler = make_sampler(graph)
     run_epochs(graph, sampler, num_epochs=1)
     interval = int(sampler._frozen_interval[0])
-    pool = sampler.pool(interval)
-    expected = dgl_mvs.mvs_probabilities(node_scores(pool), 16)
+    pool = sampler._pool(interval)
+    expected = mvs_probabilities(node_scores(pool), 16)
     torch.testing.assert_close(sampler._frozen_p, expected)
     # HT weights of a drawn step are 1 / (p_i |V_S|)
-    seeds, weights = sampler.draw_step(interval * 5 + 1)
+    seeds, weights = sampler._draw_step(interval * 5 + 1)
     position = {int(n): i for i, n in enumerate(pool)}
     p = expected[[position[int(n)] for n in seeds]]
     torch.testing.assert_close(weights, 1 / (p * 80))
@@ -141,17 +143,17 @@ def test_weighted_sum_is_unbiased(graph, draw, probabilities):
     sampler = make_sampler(
         graph, checkpoint_every=100_000, draw=draw, probabilities=probabilities, batch_size=10
     )
-    pool = sampler.pool(0)
+    pool = sampler._pool(0)
     sampler.scores.write(pool, node_scores(pool))
     if probabilities == "frozen":
-        sampler._frozen_p.copy_(dgl_mvs.mvs_probabilities(node_scores(pool), 10))
+        sampler._frozen_p.copy_(mvs_probabilities(node_scores(pool), 10))
         sampler._frozen_interval[0] = 0
     x = torch.sin(pool.double()) + 2.0  # any per-node quantity, e.g. a loss
     position = torch.full((graph.num_nodes(),), -1, dtype=torch.int64)
     position[pool] = torch.arange(pool.numel())
     estimates = []
     for step in range(1, 3001):
-        seeds, weights = sampler.draw_step(step)
+        seeds, weights = sampler._draw_step(step)
         estimates.append(float((weights * x[position[seeds]]).sum()))
     estimates = torch.tensor(estimates, dtype=torch.float64)
     sem = estimates.std() / len(estimates) ** 0.5
@@ -161,11 +163,11 @@ def test_weighted_sum_is_unbiased(graph, draw, probabilities):
 
 def test_step_probabilities_follow_latest_scores(graph):
     sampler = make_sampler(graph, probabilities="step", checkpoint_every=1000, batch_size=8)
-    pool = sampler.pool(0)
+    pool = sampler._pool(0)
     target = pool[:8]
     sampler.scores.write(pool, torch.full((80,), 1e-3, dtype=torch.float64))
     sampler.scores.write(target, torch.full((8,), 10.0, dtype=torch.float64))
-    seeds, _ = sampler.draw_step(1)
+    seeds, _ = sampler._draw_step(1)
     assert torch.equal(torch.sort(seeds).values, torch.sort(target).values)
 
 
@@ -175,7 +177,7 @@ def test_step_probabilities_follow_latest_scores(graph):
     dgl.dataloading.MultiLayerFullNeighborSampler(2),
 ])
 def test_mvs_seeds_with_stock_block_samplers(graph, block_sampler):
-    sampler = make_sampler(graph, blocks=block_sampler, num_layers=None)
+    sampler = make_sampler(graph, block_sampler=block_sampler, num_layers=None)
     for input_nodes, output_nodes, blocks in run_epochs(graph, sampler, num_epochs=1):
         assert len(blocks) == 2
         assert torch.equal(blocks[-1].dstdata[NID], output_nodes)
@@ -184,7 +186,7 @@ def test_mvs_seeds_with_stock_block_samplers(graph, block_sampler):
 
 
 def test_cv_sampler_runs(graph):
-    sampler = make_sampler(graph, blocks="cv", fanouts=[2, 2], num_layers=None)
+    sampler = make_sampler(graph, block_sampler="cv", fanouts=[2, 2], num_layers=None)
     for input_nodes, output_nodes, blocks in run_epochs(graph, sampler, num_epochs=1):
         check_contract(graph, input_nodes, output_nodes, blocks)
 
@@ -261,11 +263,11 @@ def test_errors(graph):
     with pytest.raises(ValueError, match="batch_size"):
         dgl_mvs.MVSSampler(graph, train, batch_size=2.5, num_layers=2)
     with pytest.warns(RuntimeWarning, match="whole pool"):
-        big = dgl_mvs.MVSSampler(graph, train, batch_size=50, num_layers=2, blocks="history",
-                                 pool_ratio=0.1)
+        big = dgl_mvs.MVSSampler(graph, train, batch_size=50, num_layers=2,
+                                 block_sampler="history", pool_ratio=0.1)
     assert big.batch_size == big.pool_size == 20
     with pytest.raises(ValueError, match="needs num_layers"):
-        dgl_mvs.MVSSampler(graph, train, batch_size=10, blocks="history")
+        dgl_mvs.MVSSampler(graph, train, batch_size=10, block_sampler="history")
     with pytest.raises(ValueError, match="pass model=model"):  # the default blocks need it
         dgl_mvs.MVSSampler(graph, train, batch_size=10, num_layers=2)
     layers = torch.nn.ModuleList([SAGEConv(12, 8, "mean"), SAGEConv(8, 3, "mean")])
@@ -280,20 +282,20 @@ def test_errors(graph):
     assert dgl_mvs.MVSSampler(graph, train, batch_size=10, model=layers, score_every=0,
                               prefetch_node_feats=["feat"]).score_every == 0
     with pytest.raises(ValueError, match="fanouts"):
-        dgl_mvs.MVSSampler(graph, train, batch_size=10, blocks="cv")
+        dgl_mvs.MVSSampler(graph, train, batch_size=10, block_sampler="cv")
     with pytest.raises(ValueError, match="blocks must be"):
-        dgl_mvs.MVSSampler(graph, train, batch_size=10, num_layers=2, blocks="magic")
+        dgl_mvs.MVSSampler(graph, train, batch_size=10, num_layers=2, block_sampler="magic")
     with pytest.raises(ValueError, match="duplicate"):
         dgl_mvs.MVSSampler(graph, torch.tensor([1, 1, 2]), batch_size=1, num_layers=2,
-                           blocks="history")
+                           block_sampler="history")
     with pytest.raises(KeyError, match="prefetch_node_feats"):
-        dgl_mvs.MVSSampler(graph, train, batch_size=10, num_layers=2, blocks="history",
+        dgl_mvs.MVSSampler(graph, train, batch_size=10, num_layers=2, block_sampler="history",
                            prefetch_node_feats=["missing"])
     with pytest.raises(KeyError, match="'missing' is not in g.ndata"):
         dgl_mvs.MVSSampler(graph, train, batch_size=10, model=layers,
                            prefetch_node_feats=["missing"])
     with pytest.raises(KeyError, match="not in g.edata"):
-        dgl_mvs.MVSSampler(graph, train, batch_size=10, num_layers=2, blocks="history",
+        dgl_mvs.MVSSampler(graph, train, batch_size=10, num_layers=2, block_sampler="history",
                            edge_weight="nope")
     with pytest.raises(KeyError, match="not in g.edata"):
         dgl_mvs.MVSSampler(graph, train, batch_size=10, model=layers, edge_weight="nope",
@@ -301,7 +303,7 @@ def test_errors(graph):
     hetero = dgl.heterograph({("a", "r", "b"): (torch.tensor([0]), torch.tensor([0]))})
     with pytest.raises(ValueError, match="homogeneous"):
         dgl_mvs.MVSSampler(hetero, torch.tensor([0]), batch_size=1, num_layers=2,
-                           blocks="history")
+                           block_sampler="history")
 
     sampler = make_sampler(graph)
     loader = dgl.dataloading.DataLoader(graph, sampler.step_ids(), sampler, batch_size=2)
@@ -327,3 +329,10 @@ def test_errors(graph):
         sampler.update_scores(stock, torch.ones(5))
     with pytest.raises(ValueError, match="not produced by MVSSampler"):
         sampler.is_checkpoint_batch(stock)
+
+
+def test_blocks_argument_is_a_deprecated_alias(graph):
+    with pytest.warns(DeprecationWarning, match="block_sampler"):
+        sampler = make_sampler(graph, block_sampler="onehop", blocks="exact")
+    assert sampler.block_kind == "exact"
+    assert isinstance(sampler.block_sampler, dgl_mvs.ExactSampler)

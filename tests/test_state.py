@@ -24,6 +24,7 @@ import torch
 from dgl.utils.internal import get_num_threads, set_num_threads
 
 import dgl_mvs
+from dgl_mvs.blocks import control_variate_blocks, exact_blocks, history_blocks
 from conftest import random_graph
 from dgl_mvs import checkpoint as checkpoint_module
 from dgl_mvs.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -65,7 +66,7 @@ def build(num_nodes=400, hidden=16, widths=None, train=None, optimizer="adam",
     model = GNN("sage", 12, hidden, 5, 2, dropout=0.5)
     history = dgl_mvs.History(g, widths or [hidden])
     history.attach(model.layers)
-    options = dict(batch_size=16, num_layers=2, blocks="history", checkpoint_every=K,
+    options = dict(batch_size=16, num_layers=2, block_sampler="history", checkpoint_every=K,
                    pool_ratio=0.5, seed=7, score_timeout=60.0,
                    probabilities=probabilities,
                    prefetch_node_feats=["feat"], prefetch_labels=["label"])
@@ -130,7 +131,7 @@ def snapshot(run) -> dict:
     """Everything a load could change, including the sampler's live resume fields."""
     g, model, history, sampler, opt = run
     state = final_state(run)
-    state["live"] = (sampler.epoch, int(sampler._start[0]), sampler._resume_epoch,
+    state["live"] = (sampler.epoch, sampler.schedule.start, sampler.schedule.resume_epoch,
                      sampler._last_updated_step, int(sampler._frozen_interval[0]),
                      sampler._frozen_p.clone(), history.clock)
     state["rng"] = rng_state()
@@ -279,10 +280,10 @@ def test_draws_need_no_generator_state(draw):
         sampler.scores.write(nodes, (nodes.double() * 7919 % 101) / 10 + 0.05)
     steps = list(range(1, 40))
     before = torch.get_rng_state()
-    forward = [samplers[0].draw_step(s) for s in steps]
+    forward = [samplers[0]._draw_step(s) for s in steps]
     assert torch.equal(torch.get_rng_state(), before)  # draws leave the global generator alone
     torch.manual_seed(99)
-    backward = [samplers[1].draw_step(s) for s in reversed(steps)][::-1]
+    backward = [samplers[1]._draw_step(s) for s in reversed(steps)][::-1]
     for (seeds_a, w_a), (seeds_b, w_b) in zip(forward, backward):
         assert torch.equal(seeds_a, seeds_b) and torch.equal(w_a, w_b)
     assert not torch.equal(forward[0][0], forward[1][0])
@@ -464,7 +465,7 @@ def test_checkpoint_docstrings_run():
 
 
 def _cv_blocks(g, seeds, num_layers):
-    return dgl_mvs.control_variate_blocks(
+    return control_variate_blocks(
         g, seeds, [2] * num_layers, generator=torch.Generator().manual_seed(0))
 
 
@@ -475,7 +476,7 @@ def test_blocks_do_not_depend_on_thread_scheduling():
     with dgl_threads(2):
         signatures = []
         for _ in range(60):
-            for make in (dgl_mvs.exact_blocks, dgl_mvs.history_blocks, _cv_blocks):
+            for make in (exact_blocks, history_blocks, _cv_blocks):
                 _, _, blocks = make(g, seeds, 2)
                 signatures.append(torch.cat([b.srcdata[dgl.NID] for b in blocks]))
     for i in range(2, len(signatures)):

@@ -36,7 +36,7 @@ def test_weighted_loss_is_unbiased_in_the_loop():
     history = dgl_mvs.History(g, [32])
     history.attach(model.layers)
     sampler = dgl_mvs.MVSSampler(
-        g, train, batch_size=24, num_layers=2, blocks="history", checkpoint_every=100_000,
+        g, train, batch_size=24, num_layers=2, block_sampler="history", checkpoint_every=100_000,
         pool_ratio=0.5,
         prefetch_node_feats=["feat"], prefetch_labels=["label"], steps_per_epoch=1201,
     )
@@ -55,7 +55,7 @@ def test_weighted_loss_is_unbiased_in_the_loop():
                 estimates.append(float(loss))
             sampler.update_scores(blocks, dgl_mvs.cross_entropy_grad_norm(logits, labels))
     full = history.refresh(model, "feat")
-    pool = sampler.pool(0)
+    pool = sampler._pool(0)
     exact = per_node_loss(full[pool], g.ndata["label"][pool])
     torch.testing.assert_close(pool_losses, exact, atol=1e-5, rtol=0)
     assert abs(pool_mean - float(exact.mean())) < 1e-5

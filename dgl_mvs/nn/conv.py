@@ -1,6 +1,6 @@
 """Control-variate versions of the linear aggregators, as DGL message functions.
 
-On a control-variate block (:func:`dgl_mvs.control_variate_blocks`) these layers compute
+On a control-variate block (:func:`dgl_mvs.blocks.control_variate_blocks`) these layers compute
 VR-GCN's estimator
 
 ``z_v = sum_{u in N(v)} a_uv hbar_u + sum_{u in sampled(v)} |N(v)| / s_v a_uv (h_u - hbar_u)``
