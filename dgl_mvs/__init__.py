@@ -10,15 +10,16 @@ What a training script needs is here:
   :func:`gcn_norm`, :func:`mean_norm`;
 - the scores: :func:`cross_entropy_grad_norm`, :func:`bce_grad_norm`,
   :func:`autograd_grad_norm`, the per-node gradient norms given to
-  :meth:`MVSSampler.update_scores`;
+  :meth:`MVSSampler.update_scores`, and :func:`gradient_variance`, the check during training
+  that the sampler's seeds pay off (variance against uniform seeds, and the oracle);
 - checkpoints: :func:`save_checkpoint`, :func:`load_checkpoint`;
 - data: :mod:`dgl_mvs.data`; names of node and edge data: :mod:`dgl_mvs.keys`.
 
 The parts live in their own modules: :mod:`~dgl_mvs.probabilities`, :mod:`~dgl_mvs.draws`
 (the distribution, the draws, the weights), :mod:`~dgl_mvs.scores` (also the score table),
 :mod:`~dgl_mvs.blocks` (the block builders), :mod:`~dgl_mvs.schedule` (the step schedule),
-:mod:`~dgl_mvs.onehop` and :mod:`~dgl_mvs.aggregation`, :mod:`~dgl_mvs.variance` and
-:mod:`~dgl_mvs.diagnostics` (is importance sampling paying off), :mod:`~dgl_mvs.training`.
+:mod:`~dgl_mvs.onehop` and :mod:`~dgl_mvs.aggregation`, :mod:`~dgl_mvs.variance` (closed-form
+estimator variances), :mod:`~dgl_mvs.training`.
 """
 from ._stack import check_stack
 
@@ -41,6 +42,7 @@ from . import (  # noqa: E402, F401
 )
 from .block_samplers import ControlVariateSampler, ExactSampler, HistorySampler  # noqa: E402
 from .checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from .diagnostics import gradient_variance  # noqa: E402
 from .history import History  # noqa: E402
 from .normalization import gcn_norm, mean_norm  # noqa: E402
 from .onehop import OneHopSampler  # noqa: E402
@@ -67,6 +69,7 @@ __all__ = [
     "cross_entropy_grad_norm",
     "bce_grad_norm",
     "autograd_grad_norm",
+    "gradient_variance",
     # checkpoints
     "save_checkpoint",
     "load_checkpoint",
