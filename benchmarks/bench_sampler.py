@@ -10,7 +10,8 @@ each number of layers ``L`` (default 2 and 5) it measures, side by side in one p
 
 (a) **Block building for identical seed sets.**  Every repeat draws one random set of
     ``--batch-size`` training nodes and hands the same tensor to
-    ``dgl_mvs.history_blocks(g, seeds, L)``, ``dgl_mvs.control_variate_blocks(g, seeds, [2]*L)``,
+    ``dgl_mvs.blocks.history_blocks(g, seeds, L)``,
+    ``dgl_mvs.blocks.control_variate_blocks(g, seeds, [2]*L)``,
     ``NeighborSampler([10]*L).sample_blocks`` and ``LaborSampler([10]*L).sample_blocks``.
 (b) **A full MVSSampler step**, ``sampler.sample(g, torch.tensor([step]))``: the seed draw
     from the pool (frozen probabilities, systematic draw, Horvitz-Thompson weights) plus block
