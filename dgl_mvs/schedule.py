@@ -218,6 +218,14 @@ class StepSchedule:
         """The generator of stream ``values`` (e.g. ``(step, 2)``) of this seed and rank."""
         return step_generator(self.seed, self.rank, *values)
 
+    def shared_generator(self, *values: int) -> torch.Generator:
+        """The generator of stream ``values`` that every rank shares (rank 0's stream).
+
+        The global draws (pools, seeds, their split among the ranks) come from it, so that
+        all ranks draw the same global sample; with one process it is :meth:`generator`.
+        """
+        return step_generator(self.seed, 0, *values)
+
     def __repr__(self) -> str:
         return (f"StepSchedule(steps_per_epoch={self.steps_per_epoch}, interval={self.interval}, "
                 f"checkpoints={self.checkpoints}, rank={self.rank}/{self.world_size})")
