@@ -148,8 +148,8 @@ class MVSSampler(BlockSampler):
 
     **What the DataLoader's indices mean.** As with :class:`dgl.dataloading.SAINTSampler`, the
     indices are *step numbers*, not nodes: the sampler owns its candidate set (``train_nids``)
-    and draws each step's seeds itself, deterministically from ``(seed, rank, epoch, step)``, so
-    worker processes and ``use_ddp=True`` agree without coordination.  Build the loader with
+    and draws each step's seeds itself, deterministically from ``(seed, epoch, step)``, so
+    worker processes and ``use_ddp=True`` ranks agree without coordination.  Build the loader with
     ``sampler.step_ids()`` as indices, the DataLoader's ``batch_size=1`` (the default; the MVS
     batch size is this sampler's ``batch_size``) and ``shuffle=False`` (draws are already
     random; shuffled steps are refused).  An epoch is ``steps_per_epoch`` steps, by default
@@ -173,6 +173,28 @@ class MVSSampler(BlockSampler):
     fresh scores, so that stale scores fall back towards uniform seeds instead of doing worse.
     The score table lives in ``g.ndata["mvs_score"]`` in shared memory, so DataLoader
     workers read what the training process writes.
+
+    **Several processes (DDP).**  Built after ``torch.distributed.init_process_group``, the
+    sampler behaves like one sampler across the job.  With ``R`` ranks and
+    ``DataLoader(..., use_ddp=True)``, every rank runs the epoch's steps ``0, 1, ...`` in
+    lockstep (``steps_per_epoch / R`` of them) and at each step all ranks draw the *same* global
+    sample of ``R * batch_size`` seeds, from the same probabilities (scores for ``R *
+    batch_size``) with generators seeded without the rank; each rank keeps a disjoint random
+    share of ``batch_size`` seeds.  The union of the ranks' seeds is exactly the sample of one
+    sampler with batch size ``R * batch_size`` (same inclusion probabilities, same seeds).  The
+    weights are that sample's ``1 / (p_i |train|)`` times ``R``: DDP averages the ranks'
+    gradients, and the average of the ranks' weighted losses is then the single sampler's
+    unbiased estimate.  :meth:`update_scores` exchanges the ranks' score rows (one
+    ``all_gather`` of ``B`` node IDs and scores per rank and step, any backend: gloo across
+    hosts, nccl on GPUs) and writes all of them, so the score tables, and the probabilities
+    computed from them, stay identical on every rank; a score refresh splits the training
+    nodes among the ranks and exchanges their rows the same way.  :meth:`update_scores` and
+    :meth:`refresh_scores` are collectives then: call them on every rank.  The ranks must draw
+    in lockstep: sample in the training process (``num_workers=0``), or, with worker
+    processes, use the history schedules with ``score_timeout > 0`` (their probabilities change
+    only at checkpoints); ranks whose global draws differ are refused with a RuntimeError at
+    the exchange.  Histories (:class:`dgl_mvs.History`, control-variate snapshots) stay per
+    rank.  Each rank saves and resumes its own :meth:`state_dict`.
 
     **Blocks.** By default :class:`dgl_mvs.OneHopSampler`'s: the first layer reads each
     node's precomputed aggregation of the raw features, the last layer reads the batch's full
@@ -928,7 +950,8 @@ class MVSSampler(BlockSampler):
         one whose scores were written), the frozen probabilities of the current interval and
         the configuration, which :meth:`load_state_dict` checks.  The draws themselves need no
         generator state: every pool and batch is drawn from a generator seeded with
-        ``(seed, rank, step)``.  Tensors are copies on the CPU.
+        ``(seed, step)`` (the same on every rank; blocks with ``(seed, rank, step)``).  Tensors
+        are copies on the CPU.
         """
         return {
             "num_nodes": self.scores.values.numel(),
