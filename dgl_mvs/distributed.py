@@ -33,7 +33,8 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["process_group_place", "rank_share", "exchange_rows", "draw_fingerprint"]
+__all__ = ["process_group_place", "rank_share", "exchange_rows", "gather_rows",
+           "draw_fingerprint"]
 
 # Fingerprints of a drawn set: sum of hashed node IDs modulo a Mersenne prime (exact in
 # float64 for any batch of fewer than 2^22 nodes).
@@ -115,6 +116,25 @@ def exchange_rows(nodes: Tensor, values: Tensor, max_rows: int,
     all_nodes = rows[:, 2:2 + max_rows][keep].long().to(nodes.device)
     all_values = rows[:, 2 + max_rows:][keep]
     return all_nodes, all_values, tags
+
+
+def gather_rows(rows: Tensor) -> Tensor:
+    """All ranks' ``rows`` (any number of rows, the same trailing shape and dtype everywhere),
+    concatenated in rank order: two ``all_gather`` calls (the counts, then the padded rows).
+    """
+    dist = torch.distributed
+    world_size = dist.get_world_size()
+    device = _collective_device()
+    count = torch.tensor([rows.shape[0]], dtype=torch.int64, device=device)
+    counts = [torch.empty_like(count) for _ in range(world_size)]
+    dist.all_gather(counts, count)
+    counts = [int(c) for c in counts]
+    padded = torch.zeros((max(counts),) + tuple(rows.shape[1:]), dtype=rows.dtype,
+                         device=device)
+    padded[:rows.shape[0]] = rows.to(device)
+    gathered = [torch.empty_like(padded) for _ in range(world_size)]
+    dist.all_gather(gathered, padded)
+    return torch.cat([g[:c] for g, c in zip(gathered, counts)]).to(rows.device)
 
 
 def share_bound(count: int, world_size: int) -> int:

@@ -780,6 +780,11 @@ class MVSSampler(BlockSampler):
             if self.world_size > 1:  # every rank writes every rank's rows
                 nodes, scores = self._exchange_step_scores(blocks, step, nodes, scores)
             self.scores.write(nodes, scores)
+        if self.world_size > 1:  # and the histories that the step's forward pushed
+            # The same order on every rank (the collectives must match).
+            for history in sorted(attached_histories(self.g),
+                                  key=lambda h: (h.num_layers, h.widths)):
+                history.sync()
         if step <= self._last_updated_step:
             self._warn_once(
                 "repeat",

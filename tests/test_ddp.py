@@ -26,6 +26,7 @@ NUM_TRAIN = 200
 STEPS = 24  # global steps of the DataLoader runs
 RESUME_AT = 10  # steps before a state is saved and loaded into a new sampler
 STAT_STEPS = 2000  # draws of the statistical check
+KINDS = ("onehop", "dgl", "history")
 STAT_B = 24  # seeds per rank there: p large enough to tell the schemes apart (see the test)
 
 
@@ -51,6 +52,10 @@ def make_sampler(g, kind, batch_size, steps, seed=0, **kwargs):
                    prefetch_node_feats=["feat"], prefetch_labels=["label"])
     if kind == "onehop":
         options.update(model=make_model(), score_every=5)
+    elif kind == "history":  # history blocks, with histories that the ranks exchange
+        model = make_model()
+        dgl_mvs.History(g, [16]).attach(model.layers)
+        options.update(model=model, block_sampler="history", num_layers=2, checkpoint_every=4)
     else:  # a DGL block sampler: the history schedule, checkpoint steps on a shared pool
         options.update(block_sampler=dgl.dataloading.NeighborSampler([3, 3]), num_layers=2,
                        checkpoint_every=4)
@@ -65,6 +70,9 @@ def run(g, sampler, use_ddp, stop=None):
     for _, output_nodes, blocks in loader:
         out.append((int(blocks[-1].dstdata[STEP][0]), output_nodes.clone(),
                     blocks[-1].dstdata[WEIGHT].double().clone()))
+        if sampler.block_kind == "history":  # the forward pushes the batch's histories
+            with torch.no_grad():
+                sampler.model(blocks, blocks[0].srcdata["feat"])
         sampler.update_scores(blocks, node_scores(output_nodes))
         if stop is not None and len(out) == stop:
             break
@@ -72,7 +80,11 @@ def run(g, sampler, use_ddp, stop=None):
 
 
 def table(sampler):
-    return sampler.scores.values.clone(), sampler.scores.written().clone()
+    """Scores, written mask, and (history blocks) the history of layer 1 and its clocks."""
+    g = sampler.g
+    history = ((g.ndata["mvs_hist_1"].clone(), g.ndata["mvs_hist_clock_1"].clone())
+               if "mvs_hist_1" in g.ndata else None)
+    return sampler.scores.values.clone(), sampler.scores.written().clone(), history
 
 
 def _worker(rank, world_size, init_file, out_dir):
@@ -82,7 +94,7 @@ def _worker(rank, world_size, init_file, out_dir):
         "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size
     )
     result = {}
-    for kind in ("onehop", "dgl"):
+    for kind in KINDS:
         g = random_graph()
         sampler = make_sampler(g, kind, B, STEPS)
         assert sampler.global_batch_size == B * world_size
@@ -152,7 +164,7 @@ def single():
     return get
 
 
-@pytest.mark.parametrize("kind", ["onehop", "dgl"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_union_of_ranks_is_the_single_sampler_draw(ranks, single, kind):
     results, world_size = ranks
     expected, _ = single(kind, world_size)
@@ -168,7 +180,7 @@ def test_union_of_ranks_is_the_single_sampler_draw(ranks, single, kind):
         assert torch.unique(seeds).numel() == seeds.numel()
         sizes = [s[1].numel() for s in shares]
         assert max(sizes) - min(sizes) <= 1
-        if not (kind == "dgl" and step % 4 == 0):
+        if not (kind != "onehop" and step % 4 == 0):
             assert sizes == [B] * world_size
         # the union is exactly the single sampler's draw, with R times its weights
         order = torch.argsort(seeds)
@@ -177,19 +189,25 @@ def test_union_of_ranks_is_the_single_sampler_draw(ranks, single, kind):
         torch.testing.assert_close(weights[order], world_size * single_weights[single_order])
 
 
-@pytest.mark.parametrize("kind", ["onehop", "dgl"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_score_tables_identical_on_all_ranks(ranks, single, kind):
     results, world_size = ranks
-    _, (single_values, single_written) = single(kind, world_size)
+    _, (single_values, single_written, single_history) = single(kind, world_size)
     for r in results:
-        values, written = r[kind]["table"]
+        values, written, history = r[kind]["table"]
         # every rank wrote every rank's rows (and, onehop, the split refreshes' rows)
         assert torch.equal(values, results[0][kind]["table"][0])
         assert torch.equal(written, single_written)
         torch.testing.assert_close(values, single_values, rtol=1e-6, atol=1e-7)
+        if kind == "history":  # the histories too: identical, and the single process's
+            hist, clock = history
+            assert torch.equal(hist, results[0][kind]["table"][2][0])
+            assert torch.equal(clock, single_history[1])
+            assert int((clock >= 0).sum()) > NUM_TRAIN // 2
+            torch.testing.assert_close(hist, single_history[0], rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("kind", ["onehop", "dgl"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_resume_per_rank(ranks, kind):
     results, _ = ranks
     for r in results:
