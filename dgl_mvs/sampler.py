@@ -189,12 +189,15 @@ class MVSSampler(BlockSampler):
     hosts, nccl on GPUs) and writes all of them, so the score tables, and the probabilities
     computed from them, stay identical on every rank; a score refresh splits the training
     nodes among the ranks and exchanges their rows the same way.  :meth:`update_scores` and
-    :meth:`refresh_scores` are collectives then: call them on every rank.  The ranks must draw
-    in lockstep: sample in the training process (``num_workers=0``), or, with worker
-    processes, use the history schedules with ``score_timeout > 0`` (their probabilities change
-    only at checkpoints); ranks whose global draws differ are refused with a RuntimeError at
-    the exchange.  Histories (:class:`dgl_mvs.History`, control-variate snapshots) stay per
-    rank.  Each rank saves and resumes its own :meth:`state_dict`.
+    :meth:`refresh_scores` are collectives then: call them on every rank.  Histories
+    (:class:`dgl_mvs.History`) are exchanged the same way after each step
+    (:meth:`dgl_mvs.History.sync`); one-hop control-variate snapshots are recomputed from the
+    (identical) weights on every rank.  DataLoader workers draw ahead of training: with
+    one-hop blocks the training process then fixes each interval's probabilities at the end
+    of the interval before and the workers wait for them; the history schedules need
+    ``score_timeout > 0`` (their probabilities change at checkpoints); ``probabilities="step"``
+    needs ``num_workers=0``.  Ranks whose global draws differ anyway are refused with a
+    RuntimeError at the exchange.  Each rank saves and resumes its own :meth:`state_dict`.
 
     **Blocks.** By default :class:`dgl_mvs.OneHopSampler`'s: the first layer reads each
     node's precomputed aggregation of the raw features, the last layer reads the batch's full
@@ -523,7 +526,34 @@ class MVSSampler(BlockSampler):
         epoch only: build the DataLoader of the resumed epoch after loading (with
         ``use_ddp=True``, every rank must resume from its own state saved at the same step).
         """
+        if self._publishes_intervals():  # the first interval that the workers will draw
+            first = self.epoch * self.schedule.local_steps + self.schedule.start
+            interval = self.schedule.interval_of(first)
+            if int(self._frozen_interval[0]) != interval:
+                self._publish_interval(interval)
         return self.schedule.step_ids().to(self.train_nids.device)
+
+    def _publishes_intervals(self) -> bool:
+        """One-hop blocks under DDP: the training process publishes each interval's ``p``.
+
+        DataLoader workers draw ahead of training, each when its turn comes: under DDP, ranks
+        whose workers computed an interval's probabilities at different moments would draw
+        different global samples.  So the training process fixes every interval's ``p`` at
+        the end of the previous interval (the same step on every rank, identical score
+        tables) and workers wait for it.  Draws in the training process itself are in
+        lockstep and do not need it.
+        """
+        return self.world_size > 1 and not self.has_checkpoints \
+            and self.probabilities == "frozen"
+
+    def _publish_interval(self, interval: int) -> None:
+        cached = self._draw_cache
+        if cached is not None and cached[0] == interval:  # a resumed interval keeps its p
+            probs = cached[1]
+        else:
+            probs = self._pool_probabilities(self._pool(interval))
+        self._frozen_p.copy_(probs.cpu())
+        self._frozen_interval[0] = interval
 
     def set_epoch(self, epoch: int) -> None:
         """Set the epoch; visible to (persistent) worker processes.
@@ -594,6 +624,8 @@ class MVSSampler(BlockSampler):
             return cached[1], cached[2]
         if self.has_checkpoints:
             probs, frozen = self._frozen_probabilities(interval, pool)
+        elif self._publishes_intervals() and not _in_main_thread_of_main_process():
+            probs, frozen = self._published_probabilities(interval), True
         else:  # no checkpoint to wait for: the scores written so far
             probs, frozen = self._pool_probabilities(pool), True
         drawer = None
@@ -602,6 +634,23 @@ class MVSSampler(BlockSampler):
         if frozen:  # a fallback from the live table may still be replaced: do not cache it
             self._draw_cache = (interval, probs, drawer)
         return probs, drawer
+
+    def _published_probabilities(self, interval: int) -> Tensor:
+        """A DDP worker's wait for the interval's ``p`` (see :meth:`_publishes_intervals`)."""
+        timeout = self.score_timeout if self.score_timeout > 0 else 600.0
+        deadline = time.monotonic() + timeout
+        probs = self._read_frozen(interval)
+        while probs is None:
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"a DataLoader worker waited {timeout:.0f} s for the probabilities of "
+                    f"interval {interval}, which the training process publishes in "
+                    "update_scores at the end of the interval before: call "
+                    "sampler.update_scores(blocks, scores) after every step on every rank"
+                )
+            time.sleep(0.001)
+            probs = self._read_frozen(interval)
+        return probs.to(self.train_nids.device)
 
     def _frozen_probabilities(self, interval: int, pool: Tensor) -> tuple[Tensor, bool]:
         """The interval's probabilities fixed at its checkpoint, waiting for them if needed."""
@@ -798,6 +847,8 @@ class MVSSampler(BlockSampler):
             self._since_scores += 1
             if self._since_scores >= self.score_every:
                 self.refresh_scores()
+        if self._publishes_intervals() and (step + 1) % self.schedule.interval == 0:
+            self._publish_interval(self.schedule.interval_of(step + 1))
         if self.schedule.is_checkpoint(step) and self.probabilities == "frozen":
             interval = self.schedule.interval_of(step)
             self._frozen_p.copy_(self._pool_probabilities(self._pool(interval)).cpu())
@@ -826,8 +877,9 @@ class MVSSampler(BlockSampler):
             raise RuntimeError(
                 f"the ranks drew different global samples for step {step}: their score tables "
                 "or probabilities differ. Every rank must build the sampler with the same "
-                "arguments, call update_scores after every step, and draw in lockstep "
-                "(DataLoader num_workers=0, or score_timeout > 0 with the history schedules)"
+                "arguments and call update_scores after every step; with DataLoader workers, "
+                "use probabilities='frozen' (and score_timeout > 0 with the history "
+                "schedules), or num_workers=0"
             )
         return all_nodes.to(nodes.device), all_scores
 

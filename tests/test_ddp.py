@@ -63,9 +63,10 @@ def make_sampler(g, kind, batch_size, steps, seed=0, **kwargs):
     return dgl_mvs.MVSSampler(g, torch.arange(NUM_TRAIN), batch_size, **options)
 
 
-def run(g, sampler, use_ddp, stop=None):
+def run(g, sampler, use_ddp, stop=None, **loader_kwargs):
     """(step, seeds, weights) of every batch of one epoch, feeding node_scores back."""
-    loader = dgl.dataloading.DataLoader(g, sampler.step_ids(), sampler, use_ddp=use_ddp)
+    loader = dgl.dataloading.DataLoader(g, sampler.step_ids(), sampler, use_ddp=use_ddp,
+                                        **loader_kwargs)
     out = []
     for _, output_nodes, blocks in loader:
         out.append((int(blocks[-1].dstdata[STEP][0]), output_nodes.clone(),
@@ -110,6 +111,15 @@ def _worker(rank, world_size, init_file, out_dir):
         resumed += run(g3, second, use_ddp=True)
         result[kind] = {"batches": batches, "table": table(sampler), "resumed": resumed,
                         "resumed_table": table(second)}
+
+    # DataLoader workers draw ahead: the one-hop probabilities of each interval are published
+    # by the training process, and the workers of all ranks draw from them.
+    g = random_graph()
+    sampler = make_sampler(g, "onehop", B, STEPS)
+    # (Forked as under torchrun: processes started by spawn default to spawned workers.)
+    batches = run(g, sampler, use_ddp=True, num_workers=1, multiprocessing_context="fork")
+    result["workers"] = {"batches": batches,
+                         "table": table(sampler)}
 
     # Statistical check: fixed skewed scores, many draws through the sampler's own path.
     g = random_graph()
@@ -270,6 +280,21 @@ def test_inclusion_probabilities_are_the_single_samplers(ranks):
     estimates = sum((s["weights"] * x[s["seeds"]]).sum(1) for s in stats) / world_size
     mean, se = float(estimates.mean()), float(estimates.std()) / math.sqrt(steps)
     assert abs(mean - float(x.mean())) < 4 * se + 1e-9, (mean, float(x.mean()), se)
+
+
+def test_dataloader_workers_draw_in_lockstep(ranks):
+    """With worker processes the ranks still draw one global sample per step (no refusal)."""
+    results, world_size = ranks
+    per_rank = [r["workers"]["batches"] for r in results]
+    for step in range(STEPS):
+        seeds = torch.cat([b[step][1] for b in per_rank])
+        assert [b[step][0] for b in per_rank] == [step] * world_size
+        assert seeds.numel() == B * world_size
+        assert torch.unique(seeds).numel() == seeds.numel()
+        weights = torch.cat([b[step][2] for b in per_rank])
+        assert bool((weights > 0).all())
+    for r in results:
+        assert torch.equal(r["workers"]["table"][0], results[0]["workers"]["table"][0])
 
 
 def test_ranks_with_different_draws_are_refused(ranks):
