@@ -6,7 +6,8 @@
 Two measurements, each in gloo process groups of ``R`` ranks on this machine (file:// init,
 ``torch.multiprocessing`` spawn, CPU threads divided among the ranks):
 
-* **exchange**: :func:`dgl_mvs.distributed.exchange_rows` alone, the one ``all_gather`` per
+* **exchange**: a ``barrier`` (the floor of any per-step synchronisation, shared memory
+  included) and :func:`dgl_mvs.distributed.exchange_rows` alone, the one ``all_gather`` per
   step that keeps the ranks' score tables identical, for ``B`` rows per rank (median of
   ``--repeats`` calls, after a warm-up);
 * **training**: DGL's example GraphSAGE (hidden 256) wrapped in
@@ -67,6 +68,15 @@ def _rank(rank, world_size, init_file, graph_file, args, out_file):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
                             world_size=world_size)
     result = {"ranks": world_size, "exchange_ms": {}}
+    # A barrier: the least that any synchronisation costs (a shared-memory table still needs
+    # one per step, so that every rank's rows are written before the next draw).
+    times = []
+    for i in range(args.repeats + 10):
+        tick = time.perf_counter()
+        dist.barrier()
+        if i >= 10:
+            times.append(time.perf_counter() - tick)
+    result["barrier_ms"] = statistics.median(times) * 1e3
     # The exchange alone.
     for rows in args.exchange_rows:
         nodes = torch.randint(0, 1 << 30, (rows,))
@@ -173,12 +183,12 @@ def main(argv=None):
           f"{args.batch_size} per rank, {os.cpu_count()} CPU cores, gloo\n")
     rows = args.exchange_rows
     print(f"{'ranks':>5s} {'steps/s':>8s} {'seeds/s':>9s} {'ms/step':>8s} "
-          f"{'exch ms':>8s} {'exch %':>7s}  " + "  ".join(f"{'all_gather ' + str(r):>15s}"
-                                                       for r in rows))
+          f"{'exch ms':>8s} {'exch %':>7s} {'barrier':>10s}  "
+          + "  ".join(f"{'all_gather ' + str(r):>15s}" for r in rows))
     for r in results:
         print(f"{r['ranks']:5d} {r['steps_per_s']:8.2f} {r['seeds_per_s']:9.0f} "
               f"{r['median_step_ms']:8.1f} {r['step_exchange_ms']:8.3f} "
-              f"{100 * r['exchange_share']:6.2f}%  "
+              f"{100 * r['exchange_share']:6.2f}% {r['barrier_ms']:7.3f} ms  "
               + "  ".join(f"{r['exchange_ms'][n]:12.3f} ms" for n in rows))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(
