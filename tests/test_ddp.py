@@ -3,7 +3,9 @@
 Every rank draws the same global sample of ``R * B`` seeds and keeps a disjoint share; the
 ranks exchange their score rows after each step.  The union of the ranks' seeds must then be
 exactly what one sampler of batch size ``R * B`` draws, step by step, with the same weights
-(times ``R``: DDP averages the ranks' gradients), and the score tables must stay identical.
+(times ``R``: DDP averages the ranks' gradients), and the score tables (and histories) must
+stay identical.  Each world size spawns its ranks once (module fixture ``ranks``); every
+scenario runs in that one job and the tests check its results.
 """
 import math
 import os
