@@ -18,6 +18,7 @@ What a training script needs is here:
 The parts live in their own modules: :mod:`~dgl_mvs.probabilities`, :mod:`~dgl_mvs.draws`
 (the distribution, the draws, the weights), :mod:`~dgl_mvs.scores` (also the score table),
 :mod:`~dgl_mvs.blocks` (the block builders), :mod:`~dgl_mvs.schedule` (the step schedule),
+:mod:`~dgl_mvs.distributed` (one sampler across data-parallel ranks),
 :mod:`~dgl_mvs.onehop` and :mod:`~dgl_mvs.aggregation`, :mod:`~dgl_mvs.variance` (closed-form
 estimator variances), :mod:`~dgl_mvs.training`.
 """
@@ -31,6 +32,7 @@ from . import (  # noqa: E402, F401
     blocks,
     data,
     diagnostics,
+    distributed,
     draws,
     keys,
     nn,

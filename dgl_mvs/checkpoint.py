@@ -5,7 +5,8 @@ optimizer state, the :class:`~dgl_mvs.MVSSampler` state (score table, resume poi
 probabilities), the :class:`~dgl_mvs.History` state (histories, last-write records, clock)
 and the random generator states of the process (torch CPU, CUDA when initialised, NumPy's
 and Python's global generators).  The sampler draws every pool and batch from a generator
-seeded with ``(seed, rank, step)``, so its draws need no saved generator.
+seeded with ``(seed, step)`` (its blocks with ``(seed, rank, step)``), so its draws need no
+saved generator.
 
 **Resuming bit-identically.**  Two things beyond loading the checkpoint:
 

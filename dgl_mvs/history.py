@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from . import keys
 from .blocks import check_graph, history_blocks
+from .distributed import gather_rows, process_group_place
 from .layer_calls import graph_and_input, with_input
 
 NID = dgl.NID
@@ -117,6 +118,8 @@ class History:
         self.widths = widths
         self.num_layers = len(widths) + 1
         self.clock = 0
+        # Under torch.distributed: rows pushed since the last sync(), per layer.
+        self._pending: dict[int, list[Tensor]] = {}
         self._stop_layer: int | None = None
         self._handles: list = []
         self._layers: list[nn.Module] = []
@@ -173,6 +176,39 @@ class History:
         idx = nodes.to(self.g.device).long()
         table[idx] = values.to(device=table.device, dtype=table.dtype)
         self.g.ndata[keys.history_clock_key(layer)][idx] = self.clock
+        if process_group_place()[1] > 1:
+            self._pending.setdefault(layer, []).append(idx)
+
+    def sync(self) -> None:
+        """Send the rows pushed since the last call to every rank, and write theirs.
+
+        A collective under ``torch.distributed`` (every rank calls it, in the same order of
+        histories; :meth:`dgl_mvs.MVSSampler.update_scores` does after each step): per layer,
+        each rank's pushed node IDs with their last-write clocks and values are all-gathered
+        and written in rank order, so the histories stay identical on every rank (a node that
+        several ranks pushed in one step keeps the highest rank's value).  Cost per step and
+        layer: the pushed rows (``B`` with history blocks) times ``width`` values, from every
+        rank.  Without a process group of several ranks it does nothing.
+        """
+        if process_group_place()[1] == 1:
+            self._pending = {}
+            return
+        pending, self._pending = self._pending, {}
+        for layer in range(1, self.num_layers):
+            table = self._table(layer)
+            clocks = self.g.ndata[keys.history_clock_key(layer)]
+            parts = pending.get(layer, [])
+            idx = torch.unique(torch.cat(parts)) if parts else \
+                torch.zeros(0, dtype=torch.int64, device=table.device)
+            ids = gather_rows(torch.stack([idx, clocks[idx]], 1).cpu())
+            values = gather_rows(table[idx].cpu())
+            # The last row of each node wins (a plain index_put keeps any of the duplicates).
+            unique, inverse = torch.unique(ids[:, 0], return_inverse=True)
+            last = torch.full((unique.numel(),), -1, dtype=torch.int64).scatter_reduce_(
+                0, inverse, torch.arange(inverse.numel()), reduce="amax")
+            nodes = unique.to(table.device)
+            table[nodes] = values[last].to(table.device)
+            clocks[nodes] = ids[last, 1].to(clocks.device)
 
     def last_write(self, layer: int, nodes: Tensor) -> Tensor:
         """Clock value of the last write of each node's history of ``layer`` (-1: never)."""

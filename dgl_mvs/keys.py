@@ -15,6 +15,10 @@ SAMPLER = "mvs_sampler"
 #: ``blocks[-1].dstdata`` key, present when the step was drawn before its interval's scores
 #: were written (from the score table as it was).
 UNSCORED = "mvs_unscored"
+#: ``blocks[-1].dstdata`` key under ``torch.distributed`` (``(num_seeds, 2)`` int64, the same
+#: row for every node): size and fingerprint of the step's global draw, which the ranks
+#: compare when they exchange scores.
+DRAW = "mvs_draw"
 #: ``block.srcdata`` key: True where the layer input is computed fresh by the previous layer,
 #: False where it must come from history (the "halo").
 FRESH = "mvs_fresh"

@@ -18,6 +18,8 @@ from torch import Tensor, nn
 from . import keys
 from .block_samplers import choose_block_samplers, sample_blocks_with
 from .blocks import check_edge_weight, check_graph
+from .distributed import (draw_fingerprint, exchange_rows, process_group_place, rank_share,
+                          share_bound)
 from .draws import SystematicDraws, horvitz_thompson_weights, poisson_draw, systematic_draw
 from .history import attached_histories
 from .onehop import OneHopSampler
@@ -151,8 +153,8 @@ class MVSSampler(BlockSampler):
 
     **What the DataLoader's indices mean.** As with :class:`dgl.dataloading.SAINTSampler`, the
     indices are *step numbers*, not nodes: the sampler owns its candidate set (``train_nids``)
-    and draws each step's seeds itself, deterministically from ``(seed, rank, epoch, step)``, so
-    worker processes and ``use_ddp=True`` agree without coordination.  Build the loader with
+    and draws each step's seeds itself, deterministically from ``(seed, epoch, step)``, so
+    worker processes and ``use_ddp=True`` ranks agree without coordination.  Build the loader with
     ``sampler.step_ids()`` as indices, the DataLoader's ``batch_size=1`` (the default; the MVS
     batch size is this sampler's ``batch_size``) and ``shuffle=False`` (draws are already
     random; shuffled steps are refused).  An epoch is ``steps_per_epoch`` steps, by default
@@ -176,6 +178,31 @@ class MVSSampler(BlockSampler):
     fresh scores, so that stale scores fall back towards uniform seeds instead of doing worse.
     The score table lives in ``g.ndata["mvs_score"]`` in shared memory, so DataLoader
     workers read what the training process writes.
+
+    **Several processes (DDP).**  Built after ``torch.distributed.init_process_group``, the
+    sampler behaves like one sampler across the job.  With ``R`` ranks and
+    ``DataLoader(..., use_ddp=True)``, every rank runs the epoch's steps ``0, 1, ...`` in
+    lockstep (``steps_per_epoch / R`` of them) and at each step all ranks draw the *same* global
+    sample of ``R * batch_size`` seeds, from the same probabilities (scores for ``R *
+    batch_size``) with generators seeded without the rank; each rank keeps a disjoint random
+    share of ``batch_size`` seeds.  The union of the ranks' seeds is exactly the sample of one
+    sampler with batch size ``R * batch_size`` (same inclusion probabilities, same seeds).  The
+    weights are that sample's ``1 / (p_i |train|)`` times ``R``: DDP averages the ranks'
+    gradients, and the average of the ranks' weighted losses is then the single sampler's
+    unbiased estimate.  :meth:`update_scores` exchanges the ranks' score rows (one
+    ``all_gather`` of ``B`` node IDs and scores per rank and step, any backend: gloo across
+    hosts, nccl on GPUs) and writes all of them, so the score tables, and the probabilities
+    computed from them, stay identical on every rank; a score refresh splits the training
+    nodes among the ranks and exchanges their rows the same way.  :meth:`update_scores` and
+    :meth:`refresh_scores` are collectives then: call them on every rank.  Histories
+    (:class:`dgl_mvs.History`) are exchanged the same way after each step
+    (:meth:`dgl_mvs.History.sync`); one-hop control-variate snapshots are recomputed from the
+    (identical) weights on every rank.  DataLoader workers draw ahead of training: with
+    one-hop blocks the training process then fixes each interval's probabilities at the end
+    of the interval before and the workers wait for them; the history schedules need
+    ``score_timeout > 0`` (their probabilities change at checkpoints); ``probabilities="step"``
+    needs ``num_workers=0``.  Ranks whose global draws differ anyway are refused with a
+    RuntimeError at the exchange.  Each rank saves and resumes its own :meth:`state_dict`.
 
     **Blocks.** By default :class:`dgl_mvs.OneHopSampler`'s: the first layer reads each
     node's precomputed aggregation of the raw features, the last layer reads the batch's full
@@ -349,22 +376,28 @@ class MVSSampler(BlockSampler):
             prefetch_edge_feats=prefetch_edge_feats,
             output_device=output_device,
         )
+        # Under torch.distributed every step draws one global sample of world_size *
+        # batch_size seeds, of which each rank keeps batch_size (see dgl_mvs.distributed).
+        _, world_size = process_group_place()
+        global_batch = batch_size * world_size
         if onehop:
             self.pool_size = num_train
             # p is recomputed from the score table once per interval of this many steps, so
             # that about a tenth of the training set has new scores each time.
-            interval = max(1, math.ceil(num_train / (10 * batch_size)))
+            interval = max(1, math.ceil(num_train / (10 * global_batch)))
         else:
-            self.pool_size = _pool_size(num_train, batch_size, checkpoint_every, pool_ratio)
+            self.pool_size = _pool_size(num_train, global_batch, checkpoint_every, pool_ratio)
             interval = checkpoint_every
-        if batch_size > self.pool_size:
+        if global_batch > self.pool_size:
             # Every pool node is then drawn with probability 1: a full-pool batch.
+            ranks = f" x {world_size} ranks" if world_size > 1 else ""
             warnings.warn(
-                f"batch_size {batch_size} exceeds the pool of {self.pool_size} nodes "
+                f"batch_size {batch_size}{ranks} exceeds the pool of {self.pool_size} nodes "
                 f"(pool_ratio * |train|); every step takes the whole pool",
                 RuntimeWarning, stacklevel=2,
             )
-            batch_size = self.pool_size
+            global_batch = self.pool_size
+            batch_size = math.ceil(global_batch / world_size)
         if probabilities not in ("frozen", "step"):
             raise ValueError(f"probabilities must be 'frozen' or 'step', got {probabilities!r}")
         if draw not in ("systematic", "poisson"):
@@ -384,6 +417,8 @@ class MVSSampler(BlockSampler):
             interval, checkpoints=not onehop, seed=seed,
         )
         self.batch_size = batch_size
+        #: Seeds per step over all ranks (``batch_size`` with one process).
+        self.global_batch_size = global_batch
         self.num_layers = choice.num_layers
         self.fanouts = list(choice.fanouts) if choice.fanouts else None
         self.g = g
@@ -449,6 +484,14 @@ class MVSSampler(BlockSampler):
         return self.schedule.seed
 
     @property
+    def rank(self) -> int:
+        return self.schedule.rank
+
+    @property
+    def world_size(self) -> int:
+        return self.schedule.world_size
+
+    @property
     def uniform_mix(self) -> float:
         """Uniform share ``a`` of the probabilities, ``(1 - a) p_mvs + a B / n``."""
         return float(self._mix[0])
@@ -490,7 +533,34 @@ class MVSSampler(BlockSampler):
         epoch only: build the DataLoader of the resumed epoch after loading (with
         ``use_ddp=True``, every rank must resume from its own state saved at the same step).
         """
+        if self._publishes_intervals():  # the first interval that the workers will draw
+            first = self.epoch * self.schedule.local_steps + self.schedule.start
+            interval = self.schedule.interval_of(first)
+            if int(self._frozen_interval[0]) != interval:
+                self._publish_interval(interval)
         return self.schedule.step_ids().to(self.train_nids.device)
+
+    def _publishes_intervals(self) -> bool:
+        """One-hop blocks under DDP: the training process publishes each interval's ``p``.
+
+        DataLoader workers draw ahead of training, each when its turn comes: under DDP, ranks
+        whose workers computed an interval's probabilities at different moments would draw
+        different global samples.  So the training process fixes every interval's ``p`` at
+        the end of the previous interval (the same step on every rank, identical score
+        tables) and workers wait for it.  Draws in the training process itself are in
+        lockstep and do not need it.
+        """
+        return self.world_size > 1 and not self.has_checkpoints \
+            and self.probabilities == "frozen"
+
+    def _publish_interval(self, interval: int) -> None:
+        cached = self._draw_cache
+        if cached is not None and cached[0] == interval:  # a resumed interval keeps its p
+            probs = cached[1]
+        else:
+            probs = self._pool_probabilities(self._pool(interval))
+        self._frozen_p.copy_(probs.cpu())
+        self._frozen_interval[0] = interval
 
     def set_epoch(self, epoch: int) -> None:
         """Set the epoch; visible to (persistent) worker processes.
@@ -531,7 +601,7 @@ class MVSSampler(BlockSampler):
         cached = self._pool_cache
         if cached is not None and cached[0] == interval:
             return cached[1]
-        gen = self.schedule.generator(interval, 1)
+        gen = self.schedule.shared_generator(interval, 1)
         order = torch.randperm(self.train_nids.numel(), generator=gen)[: self.pool_size]
         pool = self.train_nids[order.to(self.train_nids.device)]
         self._pool_cache = (interval, pool)
@@ -539,7 +609,8 @@ class MVSSampler(BlockSampler):
 
     def _pool_probabilities(self, pool: Tensor) -> Tensor:
         return mvs_probabilities(
-            self.scores.read(pool).double(), self.batch_size, uniform_mix=self.uniform_mix
+            self.scores.read(pool).double(), self.global_batch_size,
+            uniform_mix=self.uniform_mix,
         )
 
     def _read_frozen(self, interval: int) -> Tensor | None:
@@ -560,14 +631,33 @@ class MVSSampler(BlockSampler):
             return cached[1], cached[2]
         if self.has_checkpoints:
             probs, frozen = self._frozen_probabilities(interval, pool)
+        elif self._publishes_intervals() and not _in_main_thread_of_main_process():
+            probs, frozen = self._published_probabilities(interval), True
         else:  # no checkpoint to wait for: the scores written so far
             probs, frozen = self._pool_probabilities(pool), True
         drawer = None
         if self.draw == "systematic":
-            drawer = SystematicDraws(probs, self.schedule.generator(interval, 4))
+            drawer = SystematicDraws(probs, self.schedule.shared_generator(interval, 4))
         if frozen:  # a fallback from the live table may still be replaced: do not cache it
             self._draw_cache = (interval, probs, drawer)
         return probs, drawer
+
+    def _published_probabilities(self, interval: int) -> Tensor:
+        """A DDP worker's wait for the interval's ``p`` (see :meth:`_publishes_intervals`)."""
+        timeout = self.score_timeout if self.score_timeout > 0 else 600.0
+        deadline = time.monotonic() + timeout
+        probs = self._read_frozen(interval)
+        while probs is None:
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"a DataLoader worker waited {timeout:.0f} s for the probabilities of "
+                    f"interval {interval}, which the training process publishes in "
+                    "update_scores at the end of the interval before: call "
+                    "sampler.update_scores(blocks, scores) after every step on every rank"
+                )
+            time.sleep(0.001)
+            probs = self._read_frozen(interval)
+        return probs.to(self.train_nids.device)
 
     def _frozen_probabilities(self, interval: int, pool: Tensor) -> tuple[Tensor, bool]:
         """The interval's probabilities fixed at its checkpoint, waiting for them if needed."""
@@ -599,6 +689,9 @@ class MVSSampler(BlockSampler):
         self.schedule.check_order(step)
         self._check_histories()
         seeds, weights = self._draw_step(step)
+        draw = None
+        if self.world_size > 1:
+            seeds, weights, draw = self._rank_share(step, seeds, weights)
         checkpoint = self.schedule.is_checkpoint(step)
         input_nodes, output_nodes, blocks = sample_blocks_with(
             self._checkpoint_sampler if checkpoint else self.block_sampler,
@@ -615,6 +708,9 @@ class MVSSampler(BlockSampler):
         last.dstdata[keys.SAMPLER] = torch.full(
             (seeds.numel(),), self._token, dtype=torch.int64, device=last.device
         )
+        if draw is not None:  # [size, fingerprint] of the global draw, checked by update_scores
+            last.dstdata[keys.DRAW] = torch.tensor([draw], dtype=torch.int64).repeat(
+                seeds.numel(), 1).to(last.device)
         if self._fallback_interval == self.schedule.interval_of(step) and not checkpoint:
             last.dstdata[keys.UNSCORED] = torch.ones(
                 seeds.numel(), dtype=torch.bool, device=last.device
@@ -664,7 +760,7 @@ class MVSSampler(BlockSampler):
         if self.schedule.is_checkpoint(step):
             weights = torch.full((pool.numel(),), 1.0 / pool.numel(), dtype=torch.float64)
             return pool, weights
-        gen = self.schedule.generator(step, 2)
+        gen = self.schedule.shared_generator(step, 2)
         if self.probabilities == "frozen":
             probs, drawer = self._frozen_draws(interval, pool)
         else:
@@ -676,7 +772,8 @@ class MVSSampler(BlockSampler):
                 picked = systematic_draw(probs, gen)
             else:
                 picked = poisson_draw(probs, gen)
-            if picked.numel() > 0:  # a Poisson draw can come out empty; draw again
+            # A Poisson draw can come out empty (or leave a rank without seeds): draw again.
+            if picked.numel() >= self.world_size:
                 break
         else:
             raise RuntimeError("100 Poisson draws came out empty; are the probabilities tiny?")
@@ -684,11 +781,26 @@ class MVSSampler(BlockSampler):
         weights = horvitz_thompson_weights(probs[picked.cpu()], pool.numel())
         return pool[picked], weights
 
+    def _rank_share(self, step: int, seeds: Tensor,
+                    weights: Tensor) -> tuple[Tensor, Tensor, tuple[int, int]]:
+        """This rank's share of the global draw of ``step``, its weights times ``world_size``.
+
+        Every rank drew the same ``seeds`` (generators without the rank); a permutation from
+        a shared generator splits them into ``world_size`` disjoint shares.  DDP averages the
+        ranks' gradients, so the weights are multiplied by ``world_size``: the average of the
+        ranks' weighted losses is then the single sampler's Horvitz-Thompson estimate.
+        Returns the share's seeds and weights, and ``(size, fingerprint)`` of the global draw.
+        """
+        mine = rank_share(seeds.numel(), self.world_size, self.rank,
+                          self.schedule.shared_generator(step, 6)).to(seeds.device)
+        draw = (seeds.numel(), draw_fingerprint(seeds))
+        return seeds[mine], weights[mine.to(weights.device)] * self.world_size, draw
+
     def current_probabilities(self) -> Tensor:
         """Probabilities of every training node under the score table as it is now."""
         return mvs_probabilities(
-            self.scores.read(self.train_nids).double(), min(self.batch_size, self.pool_size),
-            uniform_mix=self.uniform_mix,
+            self.scores.read(self.train_nids).double(),
+            min(self.global_batch_size, self.pool_size), uniform_mix=self.uniform_mix,
         )
 
     def blocks_for(
@@ -720,7 +832,15 @@ class MVSSampler(BlockSampler):
         if torch.is_tensor(scores):
             scores = scores.detach()
         if self.step_scores or not self.has_checkpoints and self.score_every == 0:
-            self.scores.write(nodes, torch.as_tensor(scores).to(self.train_nids.device))
+            scores = torch.as_tensor(scores).to(self.train_nids.device)
+            if self.world_size > 1:  # every rank writes every rank's rows
+                nodes, scores = self._exchange_step_scores(blocks, step, nodes, scores)
+            self.scores.write(nodes, scores)
+        if self.world_size > 1:  # and the histories that the step's forward pushed
+            # The same order on every rank (the collectives must match).
+            for history in sorted(attached_histories(self.g),
+                                  key=lambda h: (h.num_layers, h.widths)):
+                history.sync()
         if step <= self._last_updated_step:
             self._warn_once(
                 "repeat",
@@ -734,11 +854,41 @@ class MVSSampler(BlockSampler):
             self._since_scores += 1
             if self._since_scores >= self.score_every:
                 self.refresh_scores()
+        if self._publishes_intervals() and (step + 1) % self.schedule.interval == 0:
+            self._publish_interval(self.schedule.interval_of(step + 1))
         if self.schedule.is_checkpoint(step) and self.probabilities == "frozen":
             interval = self.schedule.interval_of(step)
             self._frozen_p.copy_(self._pool_probabilities(self._pool(interval)).cpu())
             # Publish the interval only once p is written: workers poll it.
             self._frozen_interval[0] = interval
+
+    def _exchange_step_scores(self, blocks: Sequence, step: int, nodes: Tensor,
+                              scores: Tensor) -> tuple[Tensor, Tensor]:
+        """All ranks' score rows of ``step`` (one ``all_gather``); checks the ranks' draws."""
+        last = blocks[-1]
+        if keys.DRAW not in last.dstdata:
+            raise ValueError(
+                "these blocks were drawn without torch.distributed, but the sampler runs on "
+                f"{self.world_size} ranks: build the sampler after init_process_group"
+            )
+        size, fingerprint = (int(v) for v in last.dstdata[keys.DRAW][0])
+        if scores.dim() != 1 or scores.numel() != nodes.numel():
+            raise ValueError(
+                f"update_scores needs one score per output node ({nodes.numel()}), got shape "
+                f"{tuple(scores.shape)}"
+            )
+        all_nodes, all_scores, tags = exchange_rows(
+            nodes, scores, share_bound(size, self.world_size), tag=float(fingerprint)
+        )
+        if not bool((tags == tags[0]).all()):
+            raise RuntimeError(
+                f"the ranks drew different global samples for step {step}: their score tables "
+                "or probabilities differ. Every rank must build the sampler with the same "
+                "arguments and call update_scores after every step; with DataLoader workers, "
+                "use probabilities='frozen' (and score_timeout > 0 with the history "
+                "schedules), or num_workers=0"
+            )
+        return all_nodes.to(nodes.device), all_scores
 
     def _check_blocks_are_current(self, blocks: Sequence, step: int) -> None:
         """Refuse blocks of another sampler or of another epoch; report unscored draws."""
@@ -797,26 +947,45 @@ class MVSSampler(BlockSampler):
         model.eval()
         had_scores = bool(self.scores.written(self.train_nids).any())
         previous = self.scores.read(self.train_nids).double()
+        # Under torch.distributed each rank scores its share of the training nodes, then
+        # the ranks exchange their rows: the tables stay identical.
+        share = self.train_nids if self.world_size == 1 else \
+            torch.tensor_split(self.train_nids, self.world_size)[self.rank]
+        rows = []
         try:
-            for out_nodes, logits in self._train_logits(model, chunk_size):
+            for out_nodes, logits in self._train_logits(model, chunk_size, share):
                 y = labels[out_nodes.long()].to(logits.device)
                 if self.multilabel:
                     values = bce_grad_norm(logits, y.to(logits.dtype))
                 else:
                     values = cross_entropy_grad_norm(logits, y)
-                self.scores.write(out_nodes.to(self.train_nids.device).long(),
-                                  values.to(self.train_nids.device))
+                out_nodes = out_nodes.to(self.train_nids.device).long()
+                values = values.to(self.train_nids.device)
+                if self.world_size == 1:
+                    self.scores.write(out_nodes, values)
+                else:
+                    rows.append((out_nodes, values))
         finally:
             for m, mode in zip(modules, modes):
                 m.train(mode)
+        if self.world_size > 1:
+            nodes = torch.cat([r[0] for r in rows]) if rows else share.new_zeros(0)
+            values = torch.cat([r[1] for r in rows]) if rows else torch.zeros(0)
+            bound = share_bound(self.train_nids.numel(), self.world_size)
+            all_nodes, all_values, _ = exchange_rows(nodes, values, bound)
+            self.scores.write(all_nodes.to(self.train_nids.device), all_values)
         if self.adaptive_mix and had_scores:
             self.uniform_mix = _best_mix(previous, self.scores.read(self.train_nids).double(),
-                                         self.batch_size)
+                                         self.global_batch_size)
         self._since_scores = 0
         self._draw_cache = None  # the next draw recomputes p from the new scores
 
-    def _train_logits(self, model: nn.Module, chunk_size: int):
-        """``(nodes, logits)`` for all training nodes: one full-graph pass, or chunks."""
+    def _train_logits(self, model: nn.Module, chunk_size: int, nodes: Tensor):
+        """``(nodes, logits)`` for ``nodes``: one full-graph pass, or chunks of blocks.
+
+        The choice depends on the whole training set (the same on every rank); the
+        full-graph pass computes every node whatever share of them a rank scores.
+        """
         g = self.g
         param = next(model.parameters(), None)
         device = param.device if param is not None else g.device
@@ -825,10 +994,10 @@ class MVSSampler(BlockSampler):
                 if self.edge_weight is not None:  # the models read DGL's key
                     g.edata[keys.EDGE_WEIGHTS] = g.edata[self.edge_weight]
                 logits = model([g] * self.num_layers, g.ndata[self.input_feature])
-            yield self.train_nids, logits[self.train_nids.long()]
+            yield nodes, logits[nodes.long()]
             return
         gen = self.schedule.generator(self._last_updated_step, 5)
-        for chunk in self.train_nids.split(chunk_size):
+        for chunk in nodes.split(chunk_size):
             _, out_nodes, blocks = self.blocks_for(chunk, gen)
             yield out_nodes, model(blocks, blocks[0].srcdata[self.input_feature])
 
@@ -845,7 +1014,8 @@ class MVSSampler(BlockSampler):
         one whose scores were written), the frozen probabilities of the current interval and
         the configuration, which :meth:`load_state_dict` checks.  The draws themselves need no
         generator state: every pool and batch is drawn from a generator seeded with
-        ``(seed, rank, step)``.  Tensors are copies on the CPU.
+        ``(seed, step)`` (the same on every rank; blocks with ``(seed, rank, step)``).  Tensors
+        are copies on the CPU.
         """
         return {
             "num_nodes": self.scores.values.numel(),
@@ -968,6 +1138,6 @@ class MVSSampler(BlockSampler):
         saved_p = state.get("interval_p")
         if saved_p is not None and not self.has_checkpoints:
             interval, probs = int(saved_p["interval"]), saved_p["probs"].to(self.train_nids.device)
-            drawer = SystematicDraws(probs, self.schedule.generator(interval, 4)) \
+            drawer = SystematicDraws(probs, self.schedule.shared_generator(interval, 4)) \
                 if self.draw == "systematic" else None
             self._draw_cache = (interval, probs, drawer)

@@ -155,7 +155,8 @@ class StepSchedule:
         """DataLoader indices of the current epoch's remaining steps, all ranks together.
 
         With ``use_ddp=True`` DGL cuts this list into equal contiguous shares, one per rank:
-        every rank's share is the remaining steps of its own schedule.
+        every rank's share maps to the same global steps (:meth:`global_step`), which the
+        ranks run in lockstep, each drawing its share of every step's global sample.
         """
         start, share = self.start, self.local_steps
         ids = [torch.arange(rank * share + start, (rank + 1) * share)
@@ -167,8 +168,8 @@ class StepSchedule:
 
         The step is the batch's position in the order the DataLoader returns batches
         (round-robin over its workers), so that steps reach the training loop in order
-        whatever the number of workers.  With ``use_ddp=True`` every rank runs its own
-        schedule over its share.
+        whatever the number of workers.  With ``use_ddp=True`` every rank's share of the
+        indices gives the same steps ``0, 1, ...`` of the epoch: the ranks run them together.
         """
         first, count = ddp_share(self.steps_per_epoch, self.world_size, self.rank)
         start = self.start
@@ -217,6 +218,14 @@ class StepSchedule:
     def generator(self, *values: int) -> torch.Generator:
         """The generator of stream ``values`` (e.g. ``(step, 2)``) of this seed and rank."""
         return step_generator(self.seed, self.rank, *values)
+
+    def shared_generator(self, *values: int) -> torch.Generator:
+        """The generator of stream ``values`` that every rank shares (rank 0's stream).
+
+        The global draws (pools, seeds, their split among the ranks) come from it, so that
+        all ranks draw the same global sample; with one process it is :meth:`generator`.
+        """
+        return step_generator(self.seed, 0, *values)
 
     def __repr__(self) -> str:
         return (f"StepSchedule(steps_per_epoch={self.steps_per_epoch}, interval={self.interval}, "
