@@ -57,8 +57,11 @@ def check(name: str, text: str) -> None:
         assert 0 < float(ratios.group(3)) <= float(ratios.group(2)) + 1e-9
     else:
         assert "bit-identical: True" in text
-        sums = re.findall(r"sum of weights (\S+)", text)
+        sums = re.findall(r"sum of weights ([-\d.]+)", text)
         assert len(sums) == 2 and sums[0] == sums[1]  # DDP replicas stay equal
+        scores = re.findall(r"sum of scores ([-\d.]+)", text)
+        assert len(scores) == 2 and scores[0] == scores[1]  # score tables exchanged
+        assert "\n0 seeds drawn by both ranks" in text or " 0 seeds drawn by both" in text
         assert "fanouts=[-1, 2]" in text  # control variates on the dense graph
         assert len(re.findall(r"best validation", text)) == 3
 
