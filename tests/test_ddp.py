@@ -13,12 +13,12 @@ import os
 import dgl
 import pytest
 import torch
-import torch.multiprocessing as mp
 
 import dgl_mvs
 from dgl_mvs.probabilities import mvs_probabilities
 from conftest import random_graph
 from models import GNN
+from ranks import init_rank, spawn_ranks
 
 pytestmark = pytest.mark.slow  # each world size spawns its ranks once (about 10-30 s)
 
@@ -92,11 +92,7 @@ def table(sampler):
 
 
 def _worker(rank, world_size, init_file, out_dir):
-    os.environ.setdefault("DGLBACKEND", "pytorch")
-    torch.set_num_threads(1)
-    torch.distributed.init_process_group(
-        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size
-    )
+    init_rank(rank, world_size, init_file)
     result = {}
     for kind in KINDS:
         g = random_graph()
@@ -158,8 +154,7 @@ def ranks(request, tmp_path_factory):
     """Results of every rank of one gloo job of ``R`` processes, and ``R``."""
     world_size = request.param
     tmp = tmp_path_factory.mktemp(f"ddp{world_size}")
-    mp.start_processes(_worker, args=(world_size, str(tmp / "init"), str(tmp)),
-                       nprocs=world_size, start_method="spawn")
+    spawn_ranks(_worker, world_size, (world_size, str(tmp / "init"), str(tmp)))
     return [torch.load(tmp / f"rank{r}.pt") for r in range(world_size)], world_size
 
 

@@ -1,10 +1,8 @@
-"""MVSSampler inside dgl.dataloading.DataLoader: schedule, scores, workers, DDP, errors."""
-import os
+"""MVSSampler inside dgl.dataloading.DataLoader: schedule, scores, workers, errors (DDP: test_ddp.py)."""
 
 import dgl
 import pytest
 import torch
-import torch.multiprocessing as mp
 
 from dgl.nn import SAGEConv
 
@@ -204,56 +202,6 @@ def test_prefetch_and_edge_weights(graph):
         torch.testing.assert_close(
             block.edata["edge_weights"], graph.edata["w"][block.edata[dgl.EID]]
         )
-
-
-def _ddp_worker(rank, world_size, init_file, out_dir):
-    os.environ.setdefault("DGLBACKEND", "pytorch")
-    torch.distributed.init_process_group(
-        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size
-    )
-    g = random_graph()
-    sampler = make_sampler(g)
-    loader = dgl.dataloading.DataLoader(g, sampler.step_ids(), sampler, use_ddp=True)
-    seeds, steps = [], []
-    for _, output_nodes, blocks in loader:
-        seeds.append(output_nodes)
-        steps.append(int(blocks[-1].dstdata[STEP][0]))
-        sampler.update_scores(blocks, node_scores(output_nodes))
-    # Resume mid-epoch from a state saved after 3 steps: each rank continues its own schedule.
-    first = make_sampler(g)
-    loader = dgl.dataloading.DataLoader(g, first.step_ids(), first, use_ddp=True)
-    resumed = []
-    for _, output_nodes, blocks in loader:
-        first.update_scores(blocks, node_scores(output_nodes))
-        resumed.append(output_nodes)
-        if len(resumed) == 3:
-            break
-    second = make_sampler(g)
-    second.load_state_dict(first.state_dict())
-    second.set_epoch(second.epoch)
-    loader = dgl.dataloading.DataLoader(g, second.step_ids(), second, use_ddp=True)
-    for _, output_nodes, blocks in loader:
-        second.update_scores(blocks, node_scores(output_nodes))
-        resumed.append(output_nodes)
-    torch.save({"seeds": seeds, "steps": steps, "resumed": resumed},
-               os.path.join(out_dir, f"rank{rank}.pt"))
-    torch.distributed.destroy_process_group()
-
-
-def test_ddp_ranks_draw_different_seeds(tmp_path):
-    mp.start_processes(
-        _ddp_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2,
-        start_method="spawn",
-    )
-    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
-    # each rank runs its own schedule over its share of the epoch's steps
-    assert ranks[0]["steps"] == ranks[1]["steps"] == list(range(7))
-    assert any(
-        not torch.equal(a, b) for a, b in zip(ranks[0]["seeds"], ranks[1]["seeds"])
-    )
-    for r in ranks:  # resuming mid-epoch under DDP gives the uninterrupted batches
-        assert len(r["resumed"]) == len(r["seeds"])
-        assert all(torch.equal(a, b) for a, b in zip(r["resumed"], r["seeds"]))
 
 
 def test_errors(graph):
