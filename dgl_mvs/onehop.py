@@ -478,6 +478,7 @@ class OneHopSampler(BlockSampler):
             if self.fanouts[layer] > 0 or not self.aggregations[layer].exact_on_blocks
         ]
         self._exchange = _Exchange()
+        self._stored: dict[str, int] = {}  # data_ptr of the snapshot tensors this sampler made
         self.model = None
         self._since_refresh = 0
         self.refresh_every = refresh_every
@@ -638,8 +639,11 @@ class OneHopSampler(BlockSampler):
             g, hbar, self.aggregations[layer],
             g.edata[self.edge_weight] if self.edge_weight is not None else None, progress=False,
         )
-        if key in g.ndata and g.ndata[key].shape == hbar.shape:
-            g.ndata[key].copy_(hbar)  # in place: worker processes map the same memory
+        # In place when the tensors are this sampler's own (worker processes map the same
+        # memory); never into a snapshot left by another sampler, e.g. inherited by forked ranks.
+        if key in g.ndata and g.ndata[key].shape == hbar.shape \
+                and self._stored.get(key) == g.ndata[key].data_ptr():
+            g.ndata[key].copy_(hbar)
             g.ndata[agg_key].copy_(total)
             return
         for name, value in ((key, hbar), (agg_key, total)):
@@ -647,6 +651,7 @@ class OneHopSampler(BlockSampler):
             if value.device.type == "cpu":
                 value.share_memory_()
             g.ndata[name] = value
+            self._stored[name] = value.data_ptr()
 
     # ------------------------------------------------------------------ state
     def _snapshot_keys(self) -> list[str]:
@@ -685,7 +690,15 @@ class OneHopSampler(BlockSampler):
         """Restore :meth:`state_dict` in place (shared tensors stay shared)."""
         self.check_state_dict(state)
         for key, value in state["snapshots"].items():
-            self.g.ndata[key].copy_(value)
+            live = self.g.ndata[key]
+            if self._stored.get(key) == live.data_ptr():
+                live.copy_(value)
+            else:  # another sampler's tensor: take a copy of our own (see _store)
+                value = value.to(live.device, live.dtype).contiguous()
+                if value.device.type == "cpu":
+                    value.share_memory_()
+                self.g.ndata[key] = value
+                self._stored[key] = value.data_ptr()
         self._since_refresh = int(state.get("since_refresh", 0))
         self.refreshed = int(state.get("refreshed", 0))
 

@@ -456,7 +456,8 @@ class MVSSampler(BlockSampler):
         if self.adaptive_mix and self.score_every == 0:
             self.uniform_mix = FIXED_MIX
 
-        self.scores = ScoreTable(g, key=keys.SCORE)
+        # Ranks forked from one process would otherwise write one inherited shared table.
+        self.scores = ScoreTable(g, key=keys.SCORE, private=world_size > 1)
         # State that worker processes must see change: shared memory (CPU graphs).
         self._frozen_interval = torch.full((1,), -1, dtype=torch.int64)
         self._frozen_p = torch.zeros(self.pool_size, dtype=torch.float64)

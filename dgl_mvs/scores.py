@@ -225,6 +225,9 @@ class ScoreTable:
         ``key + "_written"`` is absent then, every existing score counts as written.
     initial : float, default 1.0
         Score reported for nodes when none of the queried nodes has been written yet.
+    private : bool, default False
+        Start from a copy of an existing ``g.ndata[key]`` instead of the tensor itself:
+        processes forked from one parent (data-parallel ranks) otherwise share its memory.
 
     Notes
     -----
@@ -244,7 +247,8 @@ class ScoreTable:
     tensor([2.0000, 0.5000, 2.0000, 2.0000])
     """
 
-    def __init__(self, g, key: str = "mvs_score", initial: float = 1.0) -> None:
+    def __init__(self, g, key: str = "mvs_score", initial: float = 1.0,
+                 private: bool = False) -> None:
         # Imported here so that the functions above work without loading DGL.
         from .blocks import check_graph
 
@@ -271,6 +275,10 @@ class ScoreTable:
                 raise ValueError(f"g.ndata[{self.written_key!r}] is not a bool ({n},) mask")
             if written is None:
                 written = torch.ones(shape, dtype=torch.bool, device=scores.device)
+            elif private:
+                written = written.clone()
+            if private:  # a copy of the values: memory inherited from a parent stays its own
+                scores = scores.clone()
         else:
             scores = torch.full(shape, self.initial, dtype=torch.float32, device=g.device)
             written = torch.zeros(shape, dtype=torch.bool, device=g.device)
