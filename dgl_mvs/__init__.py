@@ -32,9 +32,11 @@ from . import (  # noqa: E402, F401
     blocks,
     data,
     diagnostics,
+    distgraph,
     distributed,
     draws,
     keys,
+    local_cluster,
     nn,
     probabilities,
     schedule,
@@ -45,6 +47,7 @@ from . import (  # noqa: E402, F401
 from .block_samplers import ControlVariateSampler, ExactSampler, HistorySampler  # noqa: E402
 from .checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from .diagnostics import gradient_variance  # noqa: E402
+from .distgraph import DistMVSSampler  # noqa: E402
 from .history import History  # noqa: E402
 from .normalization import gcn_norm, mean_norm  # noqa: E402
 from .onehop import OneHopSampler  # noqa: E402
@@ -61,6 +64,7 @@ __all__ = [
     "HistorySampler",
     "ControlVariateSampler",
     "ExactSampler",
+    "DistMVSSampler",  # on DistDGL's DistGraph
     # the history
     "History",
     # the layers

@@ -1,0 +1,143 @@
+"""DistMVSSampler on DistDGL: a 2-partition graph, 2 machines simulated on this host.
+
+``dgl.distributed.partition_graph`` cuts a generated graph in two; ``dgl_mvs.local_cluster``
+runs one DGL graph server and one trainer per partition over 127.0.0.1 (each machine with its
+own ``/dev/shm``), and ``tests/distdgl_trainer.py`` trains with DDP, saves and resumes, and
+draws from fixed scores.  The tests check the results the trainers wrote.
+"""
+import math
+import os
+import sys
+
+import dgl
+import pytest
+import torch
+
+from dgl_mvs.local_cluster import namespace_prefix, run_local_cluster
+from dgl_mvs.probabilities import mvs_probabilities
+from distdgl_trainer import B, EPOCHS, RESUME_AT, STAT_STEPS, stat_scores
+
+pytestmark = pytest.mark.slow  # about 30-60 s: two servers and two trainers
+R = 2  # machines = partitions = trainers
+NUM_NODES, NUM_TRAIN = 600, 300
+
+
+def learnable_graph(seed=0):
+    """A random graph whose labels follow the mean of the neighbours' features."""
+    gen = torch.Generator().manual_seed(seed)
+    src = torch.randint(0, NUM_NODES, (6000,), generator=gen)
+    dst = torch.randint(0, NUM_NODES, (6000,), generator=gen)
+    g = dgl.to_simple(dgl.graph((src, dst), num_nodes=NUM_NODES))
+    g = dgl.remove_self_loop(g)
+    feat = torch.randn(NUM_NODES, 8, generator=gen)
+    g.ndata["feat"] = feat
+    with g.local_scope():
+        g.update_all(dgl.function.copy_u("feat", "m"), dgl.function.mean("m", "h"))
+        mixed = g.ndata["h"] + feat
+    g.ndata["label"] = (mixed @ torch.randn(8, 5, generator=gen)).argmax(1)
+    mask = torch.zeros(NUM_NODES, dtype=torch.bool)
+    mask[torch.randperm(NUM_NODES, generator=gen)[:NUM_TRAIN]] = True
+    g.ndata["train_mask"] = mask
+    return g
+
+
+@pytest.fixture(scope="module")
+def trainers(tmp_path_factory):
+    try:
+        namespace_prefix()
+    except RuntimeError as err:
+        pytest.skip(str(err))
+    tmp = tmp_path_factory.mktemp("distdgl")
+    dgl.distributed.partition_graph(learnable_graph(), "graph", R, str(tmp / "parts"),
+                                    balance_ntypes=learnable_graph().ndata["train_mask"])
+    out = tmp / "out"
+    out.mkdir()
+    script = os.path.join(os.path.dirname(__file__), "distdgl_trainer.py")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(  # this checkout's dgl_mvs
+        [root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    codes = run_local_cluster(str(tmp / "parts" / "graph.json"),
+                              [sys.executable, script, str(out)], timeout=400, env=env)
+    assert codes == [0] * R, codes
+    return [torch.load(out / f"rank{r}.pt") for r in range(R)]
+
+
+def test_trainers_draw_in_lockstep_from_their_own_partitions(trainers):
+    steps_per_epoch = math.ceil(NUM_TRAIN / (R * B))
+    runs = [t["head"] + t["tail"] for t in trainers]
+    for run in runs:
+        assert [r[0] for r in run] == list(range(EPOCHS * steps_per_epoch))
+    assert {t["partition"] for t in trainers} == set(range(R))
+    train = trainers[0]["train"]
+    assert torch.equal(torch.sort(torch.cat([t["local"] for t in trainers])).values, train)
+    for step in range(EPOCHS * steps_per_epoch):
+        shares = [run[step][1] for run in runs]
+        for t, seeds in zip(trainers, shares):  # local seeds only
+            assert bool(torch.isin(seeds, t["local"]).all())
+        union = torch.cat(shares)
+        assert torch.unique(union).numel() == union.numel()
+        assert abs(union.numel() - R * B) <= R  # each partition rounds its sum of p
+
+
+def test_probabilities_are_global_and_identical(trainers):
+    assert torch.equal(trainers[0]["p"], trainers[1]["p"])
+    assert torch.equal(trainers[0]["table"], trainers[1]["table"])
+    assert float((trainers[0]["table"] > 0).double().mean()) > 0.8  # most nodes scored
+    train = trainers[0]["train"]
+    p = trainers[0]["stat_p"]
+    assert torch.equal(p, trainers[1]["stat_p"])
+    # exactly what one sampler of R * B seeds computes from the whole table
+    expected = mvs_probabilities(stat_scores(train).float().double(), R * B, uniform_mix=0.25)
+    torch.testing.assert_close(p, expected)
+    # weights R / (p_i n) with the trainers' p of the step's interval (the last interval's here)
+    last = [t["tail"][-1] for t in trainers]
+    for (_, seeds, w, _), t in zip(last, trainers):
+        pos = torch.searchsorted(train, seeds)
+        torch.testing.assert_close(w, (R / (t["p"][pos] * NUM_TRAIN)).float())
+
+
+def test_inclusion_frequencies_match_p(trainers):
+    """Counts over S steps are Binomial(S, p_i): chi-square against p, and against uniform."""
+    train = trainers[0]["train"]
+    p = trainers[0]["stat_p"]
+    seeds = torch.cat([torch.cat(t["stat_draws"]) for t in trainers])
+    counts = torch.bincount(torch.searchsorted(train, seeds), minlength=train.numel()).double()
+
+    def chi_square(q):
+        sure = q >= 1.0
+        assert torch.equal(counts[sure], torch.full_like(counts[sure], STAT_STEPS))
+        q = q[~sure]
+        z = (counts[~sure] - STAT_STEPS * q) / torch.sqrt(STAT_STEPS * q * (1 - q))
+        return float((z**2).sum()), int((~sure).sum())
+
+    chi2, dof = chi_square(p)
+    assert chi2 < dof + 6 * math.sqrt(2 * dof), chi2
+    uniform = torch.full_like(p, R * B / train.numel())
+    assert chi_square(uniform)[0] > 10 * (dof + 6 * math.sqrt(2 * dof))
+
+
+def test_resume_gives_the_uninterrupted_steps(trainers):
+    """Every later step is the uninterrupted run's: the same seeds, weights and loss.
+
+    Equal to float rounding, not bit for bit: DGL's distributed sampling assembles a block
+    from the servers' replies in arrival order, so sums over neighbours can round differently.
+    (With a fanout the servers' random state, which no client controls, would also pick other
+    neighbours: the test uses all of them.)
+    """
+    for t in trainers:
+        assert len(t["head"]) == RESUME_AT
+        assert [r[0] for r in t["resumed"]] == [r[0] for r in t["tail"]]
+        for (_, seeds, w, loss), (_, seeds2, w2, loss2) in zip(t["tail"], t["resumed"]):
+            assert torch.equal(seeds, seeds2)
+            torch.testing.assert_close(w, w2, rtol=1e-4, atol=0)
+            assert loss2 == pytest.approx(loss, rel=1e-4)
+
+
+def test_the_model_learns(trainers):
+    for key in ("accuracy", "sampled_accuracy"):  # all neighbours; a fanout of 5
+        assert trainers[0][key] == trainers[1][key]  # DDP replicas
+        assert trainers[0][key] > 0.5, key  # 5 classes
+    steps_per_epoch = math.ceil(NUM_TRAIN / (R * B))
+    for t in trainers:
+        assert [r[0] for r in t["sampled_run"]] == list(range(EPOCHS * steps_per_epoch))
+        assert 0 < t["max_in"] <= 5  # DGL's distributed neighbour sampling with fanout 5
