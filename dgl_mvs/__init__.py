@@ -36,7 +36,6 @@ from . import (  # noqa: E402, F401
     distributed,
     draws,
     keys,
-    local_cluster,
     nn,
     probabilities,
     schedule,

@@ -81,7 +81,8 @@ class DistMVSSampler(BlockSampler):
                                          dgl.dataloading.NeighborSampler([10, 25]))
         for epoch in range(epochs):
             sampler.set_epoch(epoch)
-            loader = dgl.dataloading.DistNodeDataLoader(g, sampler.step_ids(), sampler)
+            loader = dgl.dataloading.DistNodeDataLoader(g, sampler.step_ids(), sampler,
+                                                        batch_size=1)
             for input_nodes, output_nodes, blocks in loader:
                 logits = model(blocks, g.ndata["feat"][input_nodes])
                 w = blocks[-1].dstdata["mvs_weight"]
@@ -205,7 +206,7 @@ class DistMVSSampler(BlockSampler):
             raise ValueError(
                 f"DistMVSSampler got {indices.numel()} indices in one batch: its loader indices "
                 "are step numbers, one per batch. Use DistNodeDataLoader(g, sampler.step_ids(), "
-                "sampler) with the default batch_size=1"
+                "sampler, batch_size=1)"
             )
         step = self.epoch * self.steps_per_epoch + int(indices[0])
         if step != self._next_step:
@@ -300,6 +301,9 @@ def _zeros(shape, dtype):
 
 def _training_nodes(train_nids, num_nodes: int) -> Tensor:
     nids = torch.as_tensor(train_nids)
+    if nids.dtype == torch.uint8:  # DistDGL stores boolean node data as uint8
+        raise ValueError("train_nids has dtype uint8, which could be a mask or node IDs: pass "
+                         "a boolean mask (g.ndata['train_mask'][nodes].bool()) or int64 IDs")
     if nids.dtype == torch.bool:
         if nids.shape != (num_nodes,):
             raise ValueError(f"a training mask needs {num_nodes} entries, got {tuple(nids.shape)}")
