@@ -141,3 +141,68 @@ def test_the_model_learns(trainers):
     for t in trainers:
         assert [r[0] for r in t["sampled_run"]] == list(range(EPOCHS * steps_per_epoch))
         assert 0 < t["max_in"] <= 5  # DGL's distributed neighbour sampling with fanout 5
+
+
+STANDALONE_CHECKS = r'''
+import os, sys, torch, dgl, pytest
+os.environ["DGL_DIST_MODE"] = "standalone"
+import dgl_mvs
+part_config = sys.argv[1]
+dgl.distributed.initialize("unused_ip_config.txt")
+g = dgl.distributed.DistGraph("graph", part_config=part_config)
+blocks = dgl.dataloading.NeighborSampler([3, 3])
+every = torch.arange(g.num_nodes())
+mask = g.ndata["train_mask"][every]
+assert mask.dtype == torch.uint8  # how DistDGL stores a boolean mask
+with pytest.raises(ValueError, match="uint8"):
+    dgl_mvs.DistMVSSampler(g, mask, 8, blocks)
+with pytest.raises(TypeError, match="DistGraph"):
+    dgl_mvs.DistMVSSampler(dgl.rand_graph(10, 20), torch.arange(5), 2, blocks)
+with pytest.raises(TypeError, match="BlockSampler"):
+    dgl_mvs.DistMVSSampler(g, mask.bool(), 8, "neighbor")
+with pytest.raises(ValueError, match="more than the"):
+    dgl_mvs.DistMVSSampler(g, mask.bool(), 10**6, blocks)
+with pytest.raises(ValueError, match="lie in"):
+    dgl_mvs.DistMVSSampler(g, torch.tensor([0, g.num_nodes()]), 1, blocks)
+with pytest.raises(ValueError, match="batch_size"):
+    dgl_mvs.DistMVSSampler(g, mask.bool(), 0, blocks)
+sampler = dgl_mvs.DistMVSSampler(g, mask.bool(), 8, blocks, score_name="s1")
+# one process, one partition: p sums to B and the draw has B seeds of weight 1 / (p n)
+p = sampler.current_probabilities()
+assert abs(float(p.sum()) - 8) < 1e-6
+seeds, w = sampler.draw(0)
+assert seeds.numel() == 8 and bool(mask.bool()[seeds].all())
+with pytest.raises(ValueError, match="step numbers"):
+    sampler.sample_blocks(g, torch.tensor([0, 1]))
+with pytest.raises(RuntimeError, match="must not\s+shuffle"):
+    sampler.sample_blocks(g, torch.tensor([3]))
+_, out, mfgs = sampler.sample_blocks(g, torch.tensor([0]))
+for bad, match in ((torch.ones(3), "one score per output node"),
+                   (torch.full((out.numel(),), float("nan")), "finite"),
+                   (-torch.ones(out.numel()), "non-negative")):
+    with pytest.raises(ValueError, match=match):
+        sampler.update_scores(mfgs, bad)
+assert int((sampler.scores[every] > 0).sum()) == 0  # nothing was written
+sampler.update_scores(mfgs, torch.ones(out.numel()))
+with pytest.raises(ValueError, match="expected step 1"):
+    sampler.update_scores(mfgs, torch.ones(out.numel()))
+state = sampler.state_dict()
+other = dgl_mvs.DistMVSSampler(g, mask.bool(), 4, blocks, score_name="s2")
+with pytest.raises(ValueError, match="same arguments"):
+    other.load_state_dict(state)
+print("standalone checks passed")
+dgl.distributed.exit_client()
+'''
+
+
+def test_errors_in_standalone_mode(tmp_path):
+    """Bad input is refused with a clear error (DistDGL's standalone mode: one partition, one
+    process, no servers; run in a subprocess, DGL's distributed state is process-wide)."""
+    import subprocess
+    dgl.distributed.partition_graph(learnable_graph(), "graph", 1, str(tmp_path))
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, DGLBACKEND="pytorch", PYTHONPATH=root)
+    done = subprocess.run([sys.executable, "-c", STANDALONE_CHECKS,
+                           str(tmp_path / "graph.json")], env=env, capture_output=True,
+                          text=True, timeout=300, cwd=str(tmp_path))
+    assert "standalone checks passed" in done.stdout, done.stdout[-2000:] + done.stderr[-3000:]
