@@ -91,7 +91,8 @@ class DistMVSSampler(BlockSampler):
                 sampler.update_scores(blocks, dgl_mvs.cross_entropy_grad_norm(logits, labels))
     """
 
-    def __init__(self, g, train_nids: Tensor, batch_size: int, block_sampler: BlockSampler, *,
+    def __init__(self, g: "dgl.distributed.DistGraph", train_nids: Tensor, batch_size: int,
+                 block_sampler: BlockSampler, *,
                  interval: int | None = None, uniform_mix: float = 0.25, seed: int = 0,
                  score_name: str = "mvs_score") -> None:
         super().__init__()
@@ -199,7 +200,8 @@ class DistMVSSampler(BlockSampler):
         return seeds, weights
 
     # ------------------------------------------------------------------ sampling
-    def sample_blocks(self, g, indices, exclude_eids=None):
+    def sample_blocks(self, g: "dgl.distributed.DistGraph", indices: Tensor,
+                      exclude_eids: Tensor | None = None) -> tuple[Tensor, Tensor, list]:
         """Draw the seeds of the step in ``indices`` and build its blocks."""
         indices = torch.as_tensor(indices).reshape(-1)
         if indices.numel() != 1:
