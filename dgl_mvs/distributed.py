@@ -23,7 +23,7 @@ it needs no shared memory, and ranks on one host exchange through it too.
 
 Cost per step: one ``all_gather`` of ``2 + 2 * ceil(R B / R)`` float64 values per rank
 (``16 B + 16`` bytes), i.e. ``R * (16 B + 16)`` bytes received per rank, plus one
-``index_put`` of ``R * B`` rows into the table.  ``benchmarks/bench_ddp_exchange.py``
+``index_put`` of ``R * B`` rows into the table.  ``benchmarks/bench_ddp.py``
 measures it.
 """
 from __future__ import annotations
