@@ -18,7 +18,7 @@ from dgl_mvs.probabilities import mvs_probabilities
 from distdgl_trainer import B, EPOCHS, RESUME_AT, STAT_STEPS, stat_scores
 
 pytestmark = pytest.mark.slow  # about 30-60 s: two servers and two trainers
-R = 2  # machines = partitions = trainers
+PARTS = 2  # partitions = simulated machines
 NUM_NODES, NUM_TRAIN = 600, 300
 
 
@@ -41,14 +41,16 @@ def learnable_graph(seed=0):
     return g
 
 
-@pytest.fixture(scope="module")
-def trainers(tmp_path_factory):
+@pytest.fixture(scope="module", params=[1, 2], ids=["1-trainer-per-machine",
+                                                    "2-trainers-per-machine"])
+def trainers(request, tmp_path_factory):
+    """Every trainer's results; with 2 per machine, a partition's trainers share its draw."""
     try:
         namespace_prefix()
     except RuntimeError as err:
         pytest.skip(str(err))
     tmp = tmp_path_factory.mktemp("distdgl")
-    dgl.distributed.partition_graph(learnable_graph(), "graph", R, str(tmp / "parts"),
+    dgl.distributed.partition_graph(learnable_graph(), "graph", PARTS, str(tmp / "parts"),
                                     balance_ntypes=learnable_graph().ndata["train_mask"])
     out = tmp / "out"
     out.mkdir()
@@ -57,35 +59,44 @@ def trainers(tmp_path_factory):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(  # this checkout's dgl_mvs
         [root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
     codes = run_local_cluster(str(tmp / "parts" / "graph.json"),
-                              [sys.executable, script, str(out)], timeout=400, env=env)
-    assert codes == [0] * R, codes
-    return [torch.load(out / f"rank{r}.pt") for r in range(R)]
+                              [sys.executable, script, str(out)], timeout=400, env=env,
+                              trainers_per_machine=request.param)
+    assert codes == [0] * PARTS, codes
+    return [torch.load(out / f"rank{r}.pt") for r in range(PARTS * request.param)]
 
 
 def test_trainers_draw_in_lockstep_from_their_own_partitions(trainers):
+    R = len(trainers)
     steps_per_epoch = math.ceil(NUM_TRAIN / (R * B))
     runs = [t["head"] + t["tail"] for t in trainers]
     for run in runs:
         assert [r[0] for r in run] == list(range(EPOCHS * steps_per_epoch))
-    assert {t["partition"] for t in trainers} == set(range(R))
+    # ranks are numbered machine by machine, as DGL's launch.py does
+    assert [t["partition"] for t in trainers] == [r * PARTS // R for r in range(R)]
     train = trainers[0]["train"]
-    assert torch.equal(torch.sort(torch.cat([t["local"] for t in trainers])).values, train)
+    assert torch.equal(torch.unique(torch.cat([t["local"] for t in trainers])), train)
     for step in range(EPOCHS * steps_per_epoch):
         shares = [run[step][1] for run in runs]
         for t, seeds in zip(trainers, shares):  # local seeds only
             assert bool(torch.isin(seeds, t["local"]).all())
         union = torch.cat(shares)
         assert torch.unique(union).numel() == union.numel()
-        assert abs(union.numel() - R * B) <= R  # each partition rounds its sum of p
+        assert abs(union.numel() - R * B) <= PARTS  # each partition rounds its sum of p
+        for part in range(PARTS):  # a partition's trainers split its draw evenly
+            sizes = [seeds.numel() for t, seeds in zip(trainers, shares)
+                     if t["partition"] == part]
+            assert max(sizes) - min(sizes) <= 1
 
 
 def test_probabilities_are_global_and_identical(trainers):
-    assert torch.equal(trainers[0]["p"], trainers[1]["p"])
-    assert torch.equal(trainers[0]["table"], trainers[1]["table"])
+    R = len(trainers)
+    for t in trainers[1:]:
+        assert torch.equal(trainers[0]["p"], t["p"])
+        assert torch.equal(trainers[0]["table"], t["table"])
+        assert torch.equal(trainers[0]["stat_p"], t["stat_p"])
     assert float((trainers[0]["table"] > 0).double().mean()) > 0.8  # most nodes scored
     train = trainers[0]["train"]
     p = trainers[0]["stat_p"]
-    assert torch.equal(p, trainers[1]["stat_p"])
     # exactly what one sampler of R * B seeds computes from the whole table
     expected = mvs_probabilities(stat_scores(train).float().double(), R * B, uniform_mix=0.25)
     torch.testing.assert_close(p, expected)
@@ -98,6 +109,7 @@ def test_probabilities_are_global_and_identical(trainers):
 
 def test_inclusion_frequencies_match_p(trainers):
     """Counts over S steps are Binomial(S, p_i): chi-square against p, and against uniform."""
+    R = len(trainers)
     train = trainers[0]["train"]
     p = trainers[0]["stat_p"]
     seeds = torch.cat([torch.cat(t["stat_draws"]) for t in trainers])
@@ -134,8 +146,9 @@ def test_resume_gives_the_uninterrupted_steps(trainers):
 
 
 def test_the_model_learns(trainers):
+    R = len(trainers)
     for key in ("accuracy", "sampled_accuracy"):  # all neighbours; a fanout of 5
-        assert trainers[0][key] == trainers[1][key]  # DDP replicas
+        assert len({t[key] for t in trainers}) == 1  # DDP replicas
         assert trainers[0][key] > 0.5, key  # 5 classes
     steps_per_epoch = math.ceil(NUM_TRAIN / (R * B))
     for t in trainers:
