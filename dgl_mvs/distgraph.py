@@ -20,9 +20,13 @@
 The weights ``R / (p_i n)`` make the average of the trainers' weighted losses (DDP averages
 gradients) the Horvitz-Thompson estimate of the mean training loss.
 
-What it does not do: the default one-hop blocks of ``MVSSampler`` (their first layer needs a
-full-graph aggregation of the features) and history blocks; scores come from the training
-steps (``update_scores``), not from forward-only refreshes of every training node.
+The default blocks of ``MVSSampler`` have a DistDGL form too: :func:`add_aggregates` stores
+the first layer's full-graph aggregation of the features as node data before
+``partition_graph``, and :class:`DistOneHopSampler` builds exact blocks from it (the first
+layer reads each node's own row and its precomputed aggregate, the layers above take every
+in-edge through DGL's distributed sampling).  What it does not do: control-variate and
+history blocks on a ``DistGraph``, and forward-only refreshes of every training node's
+score; scores come from the training steps (``update_scores``).
 """
 from __future__ import annotations
 
@@ -35,12 +39,13 @@ from dgl.dataloading import BlockSampler
 from torch import Tensor
 
 from . import keys
+from .aggregation import FeatureAggregates, aggregations_of
 from .distributed import process_group_place, rank_share
 from .draws import systematic_draw
 from .probabilities import mvs_probabilities
 from .schedule import step_generator
 
-__all__ = ["DistMVSSampler"]
+__all__ = ["DistMVSSampler", "DistOneHopSampler", "add_aggregates"]
 
 STATE_VERSION = 1
 _MIN_SCORE = 1e-12  # written scores are positive: zero marks a node never scored
@@ -295,6 +300,130 @@ class DistMVSSampler(BlockSampler):
         return (f"DistMVSSampler(batch_size={self.batch_size} x {self.world_size} trainers, "
                 f"partition {self.partition}/{self.num_partitions}, interval={self.interval}, "
                 f"block_sampler={type(self.block_sampler).__name__})")
+
+
+def add_aggregates(g: dgl.DGLGraph, model: object, features: Sequence[str] = ("feat",)) -> list:
+    """Store the first layer's full-graph aggregation of ``features`` in ``g.ndata``.
+
+    Call it on the whole graph before ``dgl.distributed.partition_graph``: the aggregates
+    (``g.ndata["mvs_agg_{kind}_{feature}"]``, one ``update_all``) are partitioned with the other
+    node data, and :class:`DistOneHopSampler` reads them from the ``DistGraph``.  Returns the
+    new keys.
+
+    Examples
+    --------
+    >>> import dgl, torch
+    >>> from dgl.nn import SAGEConv
+    >>> from dgl_mvs.distgraph import add_aggregates
+    >>> g = dgl.rand_graph(50, 200)
+    >>> g.ndata["feat"] = torch.randn(50, 4)
+    >>> add_aggregates(g, torch.nn.ModuleList([SAGEConv(4, 8, "mean"), SAGEConv(8, 2, "mean")]))
+    ['mvs_agg_mean_feat']
+    """
+    aggregates = FeatureAggregates(g, features, aggregations_of(model)[0])
+    for feature in aggregates.features:  # plain tensors: partition_graph saves them
+        g.ndata[aggregates.key(feature)] = g.ndata[aggregates.key(feature)].clone()
+    return [aggregates.key(f) for f in aggregates.features]
+
+
+class DistOneHopSampler(BlockSampler):
+    """Exact blocks on a :class:`dgl.distributed.DistGraph`, without neighbour explosion below.
+
+    The first layer of every node reads two rows: its own features and the full-graph
+    aggregation of its in-neighbours' features, precomputed by :func:`add_aggregates` before
+    partitioning (``srcdata[dgl.NID]`` of an aggregate row is ``num_nodes + v``); the layers
+    above take every in-edge of their destinations through DGL's distributed
+    ``sample_neighbors``.  A stock ``dgl.nn`` model computes its full-graph output on these
+    blocks: for two layers, a batch reaches one hop of nodes.  The sampler fills
+    ``blocks[0].srcdata[feature]``: read the input from there, not from ``g.ndata``.
+
+    Parameters
+    ----------
+    g : dgl.distributed.DistGraph
+        The distributed graph, whose node data holds :func:`add_aggregates`'s keys.
+    model : nn.Module
+        The model (``model.layers`` or a ``ModuleList`` of ``dgl.nn`` layers): its first layer's
+        aggregation names the aggregate; the layers above must aggregate exactly on blocks
+        (``SAGEConv`` mean/gcn, ``GraphConv`` with ``norm`` "none" or "right", ``GINConv``).
+    features : sequence of str, default ("feat",)
+        The input features.
+
+    Examples
+    --------
+    In a DistDGL trainer, with the aggregates added before partitioning::
+
+        blocks = dgl_mvs.DistOneHopSampler(g, model)
+        sampler = dgl_mvs.DistMVSSampler(g, train_mask, 1024, blocks)
+        for input_nodes, output_nodes, mfgs in DistNodeDataLoader(g, sampler.step_ids(),
+                                                                   sampler, batch_size=1):
+            logits = model(mfgs, mfgs[0].srcdata["feat"])
+    """
+
+    def __init__(self, g: "dgl.distributed.DistGraph", model: object,
+                 features: Sequence[str] = ("feat",)) -> None:
+        super().__init__()
+        if not isinstance(g, dgl.distributed.DistGraph):
+            raise TypeError(f"g must be a dgl.distributed.DistGraph, got {type(g).__name__}; "
+                            "for a DGLGraph use dgl_mvs.OneHopSampler")
+        self.aggregations = aggregations_of(model)
+        for layer, agg in enumerate(self.aggregations[1:], start=1):
+            if not agg.exact_on_blocks:
+                raise ValueError(
+                    f"layer {layer} ({agg.source}) normalises by the sources' graph degrees, "
+                    "which a DistGraph block does not carry: use it as the first layer only"
+                )
+        self.features = list(features)
+        kind = self.aggregations[0].kind
+        self._keys = {f: f"mvs_agg_{kind}_{f}" for f in self.features}
+        missing = [k for f, k in self._keys.items() if f not in g.ndata or k not in g.ndata]
+        if missing:
+            raise KeyError(
+                f"the DistGraph has no node data {missing}: call "
+                "dgl_mvs.distgraph.add_aggregates(g, model) on the whole graph before "
+                "dgl.distributed.partition_graph"
+            )
+        agg = self.aggregations[0]
+        self._pair = agg.self_term and agg.kind != "gcn"  # own row + aggregate row
+        self.num_nodes = g.num_nodes()
+
+    def sample_blocks(self, g: "dgl.distributed.DistGraph", seed_nodes: Tensor,
+                      exclude_eids: Tensor | None = None) -> tuple[Tensor, Tensor, list]:
+        if exclude_eids is not None:
+            raise ValueError("DistOneHopSampler's first layer aggregates every in-edge: "
+                             "edges cannot be excluded")
+        seeds = torch.as_tensor(seed_nodes)
+        blocks, dst = [], seeds
+        for _ in range(len(self.aggregations) - 1):  # exact layers, from the top down
+            frontier = dgl.distributed.sample_neighbors(g, dst, -1)
+            block = dgl.to_block(frontier, dst)
+            block.edata[dgl.EID] = frontier.edata[dgl.EID]
+            blocks.insert(0, block)
+            dst = block.srcdata[dgl.NID]
+        blocks.insert(0, self._first_block(g, dst))
+        return blocks[0].srcdata[dgl.NID], seeds, blocks
+
+    def _first_block(self, g, dst: Tensor) -> dgl.DGLGraph:
+        """Every destination's own row (layers with a self term) and its aggregate row."""
+        num = dst.numel()
+        local = torch.arange(num, dtype=dst.dtype)
+        shifted = dst + self.num_nodes  # not a node: indexing g.ndata with it fails loudly
+        if self._pair:
+            block = dgl.create_block((local + num, local), num_src_nodes=2 * num,
+                                     num_dst_nodes=num, idtype=dst.dtype)
+            block.srcdata[dgl.NID] = torch.cat([dst, shifted])
+        else:
+            block = dgl.create_block((local, local), num_src_nodes=num, num_dst_nodes=num,
+                                     idtype=dst.dtype)
+            block.srcdata[dgl.NID] = shifted
+        block.dstdata[dgl.NID] = dst
+        for feature, key in self._keys.items():
+            agg = g.ndata[key][dst]
+            block.srcdata[feature] = torch.cat([g.ndata[feature][dst], agg.to(
+                g.ndata[feature].dtype)]) if self._pair else agg
+        return block
+
+    def __repr__(self) -> str:
+        return f"DistOneHopSampler(aggregations={[a.kind for a in self.aggregations]})"
 
 
 def _zeros(shape, dtype):

@@ -6,6 +6,7 @@ then draws many steps from fixed scores for the statistical check.  Writes its r
 ``{out_dir}/rank{rank}.pt``.
 """
 import copy
+import itertools
 import os
 import sys
 
@@ -17,7 +18,7 @@ import torch.nn.functional as F  # noqa: E402
 from dgl.nn import SAGEConv  # noqa: E402
 
 import dgl_mvs  # noqa: E402
-from dgl_mvs.distgraph import DistMVSSampler  # noqa: E402
+from dgl_mvs.distgraph import DistMVSSampler, DistOneHopSampler  # noqa: E402
 from dgl_mvs.local_cluster import initialize  # noqa: E402
 
 B = 16  # seeds per trainer and step
@@ -133,7 +134,24 @@ def main(out_dir):
         max_in = max(int(b.in_degrees().max()) for b in mfgs)
         sampled.update_scores(mfgs, torch.ones(mfgs[-1].num_dst_nodes()))
 
-    # 4. Many draws from fixed scores: inclusion frequencies against the global p.
+    # 4. One-hop blocks (aggregates added before partitioning): the model's outputs on them,
+    #    checked against DGL's full-graph forward by the test; then two MVS steps with them.
+    onehop = DistOneHopSampler(g, model)
+    probe = torch.arange(rank, g.num_nodes(), 7)
+    with torch.no_grad():
+        _, _, mfgs = onehop.sample_blocks(g, probe)
+        onehop_out = model(mfgs, mfgs[0].srcdata["feat"])
+    onehop_mvs = DistMVSSampler(g, train, B, onehop, score_name="score_e")
+    loader = dgl.dataloading.DistNodeDataLoader(g, onehop_mvs.step_ids(), onehop_mvs,
+                                                batch_size=1)
+    onehop_steps = []
+    for _, output_nodes, mfgs in itertools.islice(loader, 2):
+        logits = model(mfgs, mfgs[0].srcdata["feat"])
+        y = g.ndata["label"][output_nodes].long()
+        onehop_mvs.update_scores(mfgs, dgl_mvs.cross_entropy_grad_norm(logits.detach(), y))
+        onehop_steps.append(output_nodes.numel())
+
+    # 5. Many draws from fixed scores: inclusion frequencies against the global p.
     stat = DistMVSSampler(g, train, B, blocks, score_name="score_c", uniform_mix=0.25)
     if rank == 0:
         stat.scores[train] = stat_scores(train).float()
@@ -143,7 +161,9 @@ def main(out_dir):
     torch.distributed.barrier()
     torch.save({"head": head, "tail": tail, "resumed": resumed, "accuracy": acc,
                 "table": table, "p": ps, "train": train, "stat_p": p, "stat_draws": draws,
-                "partition": sampler.partition,
+                "partition": sampler.partition, "probe": probe, "onehop_out": onehop_out,
+                "model": {k: v.clone() for k, v in model.state_dict().items()},
+                "onehop_steps": onehop_steps,
                 "sampled_run": sampled_run, "sampled_accuracy": sampled_acc, "max_in": max_in, "local": train[sampler._local],
                 "num_nodes": g.num_nodes()},
                os.path.join(out_dir, f"rank{rank}.pt"))

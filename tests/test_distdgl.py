@@ -13,9 +13,10 @@ import dgl
 import pytest
 import torch
 
+from dgl_mvs.distgraph import add_aggregates
 from dgl_mvs.local_cluster import namespace_prefix, run_local_cluster
 from dgl_mvs.probabilities import mvs_probabilities
-from distdgl_trainer import B, EPOCHS, RESUME_AT, STAT_STEPS, stat_scores
+from distdgl_trainer import B, EPOCHS, RESUME_AT, SAGE, STAT_STEPS, stat_scores
 
 pytestmark = pytest.mark.slow  # about 30-60 s: two servers and two trainers
 PARTS = 2  # partitions = simulated machines
@@ -50,8 +51,11 @@ def trainers(request, tmp_path_factory):
     except RuntimeError as err:
         pytest.skip(str(err))
     tmp = tmp_path_factory.mktemp("distdgl")
-    dgl.distributed.partition_graph(learnable_graph(), "graph", PARTS, str(tmp / "parts"),
-                                    balance_ntypes=learnable_graph().ndata["train_mask"])
+    g = learnable_graph()
+    add_aggregates(g, SAGE(8, 32, 5))  # for the one-hop blocks
+    orig, _ = dgl.distributed.partition_graph(g, "graph", PARTS, str(tmp / "parts"),
+                                              balance_ntypes=g.ndata["train_mask"],
+                                              return_mapping=True)
     out = tmp / "out"
     out.mkdir()
     script = os.path.join(os.path.dirname(__file__), "distdgl_trainer.py")
@@ -62,7 +66,10 @@ def trainers(request, tmp_path_factory):
                               [sys.executable, script, str(out)], timeout=400, env=env,
                               trainers_per_machine=request.param)
     assert codes == [0] * PARTS, codes
-    return [torch.load(out / f"rank{r}.pt") for r in range(PARTS * request.param)]
+    results = [torch.load(out / f"rank{r}.pt") for r in range(PARTS * request.param)]
+    for r in results:
+        r["orig"] = orig  # partitioned ID -> ID in learnable_graph()
+    return results
 
 
 def test_trainers_draw_in_lockstep_from_their_own_partitions(trainers):
@@ -143,6 +150,19 @@ def test_resume_gives_the_uninterrupted_steps(trainers):
             assert torch.equal(seeds, seeds2)
             torch.testing.assert_close(w, w2, rtol=1e-4, atol=0)
             assert loss2 == pytest.approx(loss, rel=1e-4)
+
+
+def test_one_hop_blocks_are_exact_on_the_distgraph(trainers):
+    """DistOneHopSampler's blocks give DGL's full-graph forward of the same model."""
+    g = learnable_graph()
+    for t in trainers:
+        model = SAGE(8, 32, 5)
+        model.load_state_dict(t["model"])
+        with torch.no_grad():
+            full = model([g, g], g.ndata["feat"])
+        expected = full[t["orig"][t["probe"]]]
+        torch.testing.assert_close(t["onehop_out"], expected, rtol=1e-4, atol=1e-5)
+        assert len(t["onehop_steps"]) == 2 and min(t["onehop_steps"]) > 0
 
 
 def test_the_model_learns(trainers):
