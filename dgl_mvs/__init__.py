@@ -46,7 +46,7 @@ from . import (  # noqa: E402, F401
 from .block_samplers import ControlVariateSampler, ExactSampler, HistorySampler  # noqa: E402
 from .checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from .diagnostics import gradient_variance  # noqa: E402
-from .distgraph import DistMVSSampler  # noqa: E402
+from .distgraph import DistMVSSampler, DistOneHopSampler  # noqa: E402
 from .history import History  # noqa: E402
 from .normalization import gcn_norm, mean_norm  # noqa: E402
 from .onehop import OneHopSampler  # noqa: E402
@@ -64,6 +64,7 @@ __all__ = [
     "ControlVariateSampler",
     "ExactSampler",
     "DistMVSSampler",  # on DistDGL's DistGraph
+    "DistOneHopSampler",
     # the history
     "History",
     # the layers

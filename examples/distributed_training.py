@@ -1,8 +1,10 @@
-"""GraphSAGE on DistDGL with MVS-GNN seeds (dgl_mvs.DistMVSSampler), or DGL's NeighborSampler.
+"""GraphSAGE on DistDGL with MVS-GNN seeds and one-hop blocks, or DGL's NeighborSampler.
 
 The shape of DGL's ``examples/distributed/graphsage/node_classification.py``: partition the
 graph, start a graph server per partition, and run trainers that read the ``DistGraph``; the
-seeds and the weighted loss are the changes (marked ``# MVS``).
+first layer's aggregates added before partitioning, the seeds, the blocks and the weighted
+loss are the changes (marked ``# MVS``).  Validation is exact (the full-graph output, from
+one-hop blocks) for every sampler.
 
 1. Partition (once)::
 
@@ -64,9 +66,13 @@ class DistSAGE(nn.Module):
 
 def partition(args):
     dataset = dgl_mvs.data.load_dataset(args.dataset, **(
-        {"num_nodes": args.num_nodes} if args.dataset == "synthetic" else {}))
+        dict(num_nodes=args.num_nodes, homophily=args.homophily,
+             signal_to_noise=args.signal_to_noise, seed=0)
+        if args.dataset == "synthetic" else {}))
     g = dataset[0]
     g.ndata["label"] = g.ndata["label"].long()
+    # MVS: the first layer's full-graph aggregation, partitioned with the features
+    dgl_mvs.distgraph.add_aggregates(g, ["mean", "mean"])
     dgl.distributed.partition_graph(
         g, args.dataset, args.num_parts, args.out_dir,
         balance_ntypes=g.ndata["train_mask"], balance_edges=True,
@@ -75,15 +81,22 @@ def partition(args):
         json.dump({"num_classes": dataset.num_classes}, f)
 
 
-def evaluate(g, model, nodes, fanouts, batch_size):
-    """Accuracy on ``nodes`` (this trainer's share), summed over the trainers."""
-    sampler = dgl.dataloading.NeighborSampler(fanouts)
+def inputs(g, input_nodes, blocks):
+    """One-hop blocks carry their input rows; DGL's blocks are read from the DistGraph."""
+    if "feat" in blocks[0].srcdata:
+        return blocks[0].srcdata["feat"]
+    return g.ndata["feat"][input_nodes]
+
+
+def evaluate(g, model, nodes, batch_size):
+    """Exact accuracy on ``nodes`` (this trainer's share), summed over the trainers."""
+    sampler = dgl_mvs.DistOneHopSampler(g, model)  # the full-graph output, one hop of rows
     loader = dgl.dataloading.DistNodeDataLoader(g, nodes, sampler, batch_size=batch_size)
     model.eval()
     counts = torch.zeros(2)
     with torch.no_grad():
         for input_nodes, output_nodes, blocks in loader:
-            pred = model(blocks, g.ndata["feat"][input_nodes]).argmax(1)
+            pred = model(blocks, inputs(g, input_nodes, blocks)).argmax(1)
             counts += torch.tensor([float((pred == g.ndata["label"][output_nodes]).sum()),
                                     float(output_nodes.numel())])
     model.train()
@@ -110,15 +123,18 @@ def train(args):
     model = nn.parallel.DistributedDataParallel(model)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     blocks = dgl.dataloading.NeighborSampler(args.fanouts)
-    if args.sampler == "mvs":
-        # MVS: every trainer passes all training nodes; it draws from its partition's
+    if args.sampler.startswith("mvs"):
+        # MVS: exact one-hop blocks (or DGL's, "mvs-neighbor"); every trainer passes all
+        # training nodes and draws from its partition's
+        if args.sampler == "mvs":
+            blocks = dgl_mvs.DistOneHopSampler(g, model.module)
         sampler = dgl_mvs.DistMVSSampler(g, train_mask, args.batch_size, blocks, seed=args.seed)
     else:
         train_nid = dgl.distributed.node_split(g.ndata["train_mask"], book, force_even=True)
 
     history, tick, steps, seeds = [], time.perf_counter(), 0, 0
     for epoch in range(args.epochs):
-        if args.sampler == "mvs":
+        if args.sampler.startswith("mvs"):
             sampler.set_epoch(epoch)  # MVS
             loader = dgl.dataloading.DistNodeDataLoader(g, sampler.step_ids(), sampler,  # MVS
                                                         batch_size=1)
@@ -126,10 +142,10 @@ def train(args):
             loader = dgl.dataloading.DistNodeDataLoader(
                 g, train_nid, blocks, batch_size=args.batch_size, shuffle=True, drop_last=False)
         for input_nodes, output_nodes, mfgs in loader:
-            x = g.ndata["feat"][input_nodes]
+            x = inputs(g, input_nodes, mfgs)
             y = g.ndata["label"][output_nodes].long()
             logits = model(mfgs, x)
-            if args.sampler == "mvs":
+            if args.sampler.startswith("mvs"):
                 w = mfgs[-1].dstdata["mvs_weight"]  # MVS: R / (p_i |train|)
                 loss = (w * F.cross_entropy(logits, y, reduction="none")).sum()
             else:
@@ -137,12 +153,12 @@ def train(args):
             opt.zero_grad()
             loss.backward()
             opt.step()
-            if args.sampler == "mvs":
+            if args.sampler.startswith("mvs"):
                 sampler.update_scores(mfgs, dgl_mvs.cross_entropy_grad_norm(logits, y))  # MVS
             steps += 1
             seeds += output_nodes.numel()
         train_time = time.perf_counter() - tick
-        acc = evaluate(g, model.module, val_nid, args.fanouts, 1024)
+        acc = evaluate(g, model.module, val_nid, 1024)
         tick = time.perf_counter() - train_time  # evaluation is not training time
         history.append({"epoch": epoch, "train_time": train_time, "val_acc": acc,
                         "steps": steps, "seeds": seeds})
@@ -165,14 +181,16 @@ def local(args):
         print(f"$ python {sys.argv[0]} partition --dataset {args.dataset} "
               f"--num-parts {args.num_parts} --out-dir {parts}", flush=True)
         partition(argparse.Namespace(dataset=args.dataset, num_parts=args.num_parts,
-                                     out_dir=parts, num_nodes=args.num_nodes))
+                                     out_dir=parts, num_nodes=args.num_nodes,
+                                     homophily=args.homophily,
+                                     signal_to_noise=args.signal_to_noise))
         results = {}
         for name in args.samplers:
             out = os.path.join(work, f"{name}.json")
             command = [sys.executable, os.path.abspath(__file__), "train",
                        "--graph-name", args.dataset, "--sampler", name, "--out", out,
                        "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
-                       "--seed", str(args.seed)]
+                       "--seed", str(args.seed), "--lr", str(args.lr)]
             part_config = os.path.join(parts, f"{args.dataset}.json")
             print(f"$ python -m dgl_mvs.local_cluster run --part-config {part_config} -- "
                   "python " + " ".join(command[1:]), flush=True)
@@ -201,11 +219,15 @@ def main(argv=None):
     part.add_argument("--dataset", default="synthetic", choices=["cora", "synthetic"])
     part.add_argument("--num-nodes", type=int, default=20000, help="synthetic graph size")
     part.add_argument("--num-parts", type=int, default=2)
+    part.add_argument("--homophily", type=float, default=0.7, help="synthetic graph")
+    part.add_argument("--signal-to-noise", type=float, default=2.0, help="synthetic graph")
     part.add_argument("--out-dir", default="data")
     tr = sub.add_parser("train", help="a trainer (started by launch.py or local_cluster)")
     tr.add_argument("--graph-name", required=True)
     tr.add_argument("--ip-config", default=os.environ.get("DGL_IP_CONFIG", "ip_config.txt"))
-    tr.add_argument("--sampler", default="mvs", choices=["mvs", "neighbor"])
+    tr.add_argument("--sampler", default="mvs", choices=["mvs", "mvs-neighbor", "neighbor"],
+                    help="mvs: MVS seeds on one-hop blocks; mvs-neighbor: MVS seeds on "
+                         "NeighborSampler blocks; neighbor: DGL's NeighborSampler")
     tr.add_argument("--fanouts", type=int, nargs="+", default=[10, 10])
     tr.add_argument("--num-hidden", type=int, default=128)
     tr.add_argument("--batch-size", type=int, default=256, help="seeds per trainer and step")
@@ -218,7 +240,11 @@ def main(argv=None):
     loc.add_argument("--dataset", default="synthetic", choices=["cora", "synthetic"])
     loc.add_argument("--num-nodes", type=int, default=20000)
     loc.add_argument("--num-parts", type=int, default=2)
-    loc.add_argument("--samplers", nargs="+", default=["mvs", "neighbor"])
+    loc.add_argument("--homophily", type=float, default=0.7)
+    loc.add_argument("--signal-to-noise", type=float, default=2.0)
+    loc.add_argument("--lr", type=float, default=3e-3)
+    loc.add_argument("--samplers", nargs="+", default=["mvs", "neighbor"],
+                     choices=["mvs", "mvs-neighbor", "neighbor"])
     loc.add_argument("--epochs", type=int, default=5)
     loc.add_argument("--batch-size", type=int, default=256)
     loc.add_argument("--seed", type=int, default=0)
