@@ -78,7 +78,8 @@ def main(argv=None):
                 rows.append({"parts": parts, "trainers": r["trainers"], "batch_per_trainer": batch,
                              "sampler": sampler, "seed": seed,
                              "best_val_acc": max(e["val_acc"] for e in h),
-                             "train_time": h[-1]["train_time"], "steps": h[-1]["steps"]})
+                             "train_time": h[-1]["train_time"], "steps": h[-1]["steps"],
+                             "history": h})
                 print(f"seed {seed} | {parts} partition(s) x B={batch} | {sampler:12s} | best val "
                       f"{rows[-1]['best_val_acc']:.4f} | {rows[-1]['train_time']:.1f} s | "
                       f"{h[-1]['steps'] / h[-1]['train_time']:.1f} steps/s", flush=True)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -79,8 +80,10 @@ def run_local_cluster(part_config: str, trainer_command: Sequence[str], *,
     (``DGL_ROLE=client``, ``DGL_IP_CONFIG``, ...), ``torch.distributed``'s (``RANK``,
     ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``, ranks numbered machine by machine as
     ``launch.py`` does) and ``DGL_MVS_MACHINE_ID``; they must call :func:`initialize` with
-    ``os.environ["DGL_IP_CONFIG"]``.  Returns the trainers' exit codes (servers stop when
-    their trainers have called ``dgl.distributed.exit_client``).
+    ``os.environ["DGL_IP_CONFIG"]``.  Returns each machine's exit code (the largest of its
+    trainers'; servers stop when their trainers have called
+    ``dgl.distributed.exit_client``).  When a machine fails, or at the deadline, every
+    process of the job is killed.
     """
     import json
     with open(part_config) as f:
@@ -102,24 +105,34 @@ def run_local_cluster(part_config: str, trainer_command: Sequence[str], *,
         args = [sys.executable, "-m", "dgl_mvs.local_cluster", "machine", str(machine),
                 str(trainers_per_machine), "--", *trainer_command]
         script = "mount -t tmpfs tmpfs /dev/shm && exec " + " ".join(_quote(a) for a in args)
-        machines.append(subprocess.Popen([*prefix, script],
+        # A session of its own: the whole machine (server, trainers) can be stopped at once.
+        machines.append(subprocess.Popen([*prefix, script], start_new_session=True,
                                          env=dict(base, **{MACHINE_ENV: str(machine)})))
     deadline = time.monotonic() + timeout
-    codes = []
     try:
+        while any(proc.poll() is None for proc in machines):
+            failed = [proc for proc in machines if proc.poll() not in (None, 0)]
+            if failed:  # the others would wait for it in a collective: stop them
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the local DistDGL job ran past {timeout:.0f} s")
+            time.sleep(0.2)
+    finally:
         for proc in machines:
-            codes.append(proc.wait(timeout=max(1.0, deadline - time.monotonic())))
-    except subprocess.TimeoutExpired:
-        for proc in machines:
-            proc.kill()
-        raise RuntimeError(f"the local DistDGL job ran past {timeout:.0f} s") from None
-    return codes
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                proc.wait()
+    return [proc.returncode for proc in machines]
 
 
 def _machine(machine: int, trainers: int, command: list[str]) -> int:
     """Inside one machine's namespace: its graph server, then its trainers."""
     server = subprocess.Popen(
-        [sys.executable, "-c", "import os, dgl; dgl.distributed.initialize(os.environ['DGL_IP_CONFIG'])"],
+        [sys.executable, "-c",
+         "import os, dgl; dgl.distributed.initialize(os.environ['DGL_IP_CONFIG'])"],
         env=dict(os.environ, DGL_ROLE="server", DGL_SERVER_ID=str(machine)),
     )
     procs = [
@@ -127,9 +140,17 @@ def _machine(machine: int, trainers: int, command: list[str]) -> int:
                                            RANK=str(machine * trainers + t), LOCAL_RANK=str(t)))
         for t in range(trainers)
     ]
-    codes = [p.wait() for p in procs]
-    if any(codes):  # the server waits for every client's exit: stop it
-        server.kill()
+    while any(p.poll() is None for p in procs):
+        if any(p.poll() not in (None, 0) for p in procs):
+            break  # a trainer failed: the others would wait for it in a collective
+        time.sleep(0.2)
+    codes = [p.poll() for p in procs]
+    if any(code != 0 for code in codes):  # the server waits for every client: stop all
+        for p in procs + [server]:
+            if p.poll() is None:
+                p.kill()
+        codes = [p.wait() or 0 for p in procs]
+        codes = [c for c in codes if c] or [1]
     server.wait()
     return max(codes, key=abs)
 

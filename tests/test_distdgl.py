@@ -239,3 +239,21 @@ def test_errors_in_standalone_mode(tmp_path):
                            str(tmp_path / "graph.json")], env=env, capture_output=True,
                           text=True, timeout=300, cwd=str(tmp_path))
     assert "standalone checks passed" in done.stdout, done.stdout[-2000:] + done.stderr[-3000:]
+
+
+def test_a_failed_machine_stops_the_whole_job(tmp_path):
+    """A trainer that fails ends the job at once: no process waits for it in a collective."""
+    import time
+    try:
+        namespace_prefix()
+    except RuntimeError as err:
+        pytest.skip(str(err))
+    dgl.distributed.partition_graph(learnable_graph(), "graph", PARTS, str(tmp_path))
+    # rank 0 fails at once; rank 1 would wait ten minutes for it
+    command = [sys.executable, "-c",
+               "import os, sys, time; rank = int(os.environ['RANK']); "
+               "sys.exit(3) if rank == 0 else time.sleep(600)"]
+    tick = time.monotonic()
+    codes = run_local_cluster(str(tmp_path / "graph.json"), command, timeout=300)
+    assert codes[0] == 3 and codes[1] != 0, codes
+    assert time.monotonic() - tick < 60
