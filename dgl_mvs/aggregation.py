@@ -262,6 +262,11 @@ def _fingerprint(t: Tensor) -> tuple:
     return (t.data_ptr(), t._version, tuple(t.shape), t.dtype, str(t.device))
 
 
+def aggregate_key(kind: str, feature: str) -> str:
+    """Node-data key of the ``kind`` aggregation of ``feature``: ``"mvs_agg_{kind}_{feature}"``."""
+    return f"mvs_agg_{kind}_{feature}"
+
+
 class FeatureAggregates:
     """The first layer's aggregation of each input feature, kept in ``g.ndata``.
 
@@ -310,7 +315,7 @@ class FeatureAggregates:
 
     def key(self, feature: str) -> str:
         """``g.ndata`` key of the aggregation of ``feature``."""
-        return f"mvs_agg_{self.aggregation.kind}_{feature}"
+        return aggregate_key(self.aggregation.kind, feature)
 
     def _sources(self, feature: str) -> tuple:
         weight = self.g.edata[self.edge_weight] if self.edge_weight is not None else None

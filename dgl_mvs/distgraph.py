@@ -39,10 +39,12 @@ from dgl.dataloading import BlockSampler
 from torch import Tensor
 
 from . import keys
-from .aggregation import FeatureAggregates, aggregations_of
+from .aggregation import FeatureAggregates, aggregate_key, aggregations_of
 from .distributed import process_group_place, rank_share
 from .draws import systematic_draw
+from .onehop import first_block_layout
 from .probabilities import mvs_probabilities
+from .sampler import _train_ids
 from .schedule import step_generator
 
 __all__ = ["DistMVSSampler", "DistOneHopSampler", "add_aggregates"]
@@ -108,7 +110,7 @@ class DistMVSSampler(BlockSampler):
             raise TypeError("block_sampler must be a dgl.dataloading.BlockSampler, e.g. "
                             f"NeighborSampler([10, 25]), got {type(block_sampler).__name__}")
         self.g = g
-        self.train_nids = _training_nodes(train_nids, g.num_nodes())
+        self.train_nids = torch.sort(_train_ids(g, train_nids)).values
         n = self.train_nids.numel()
         self.rank, self.world_size = process_group_place()
         if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
@@ -374,7 +376,7 @@ class DistOneHopSampler(BlockSampler):
                 )
         self.features = list(features)
         kind = self.aggregations[0].kind
-        self._keys = {f: f"mvs_agg_{kind}_{f}" for f in self.features}
+        self._keys = {f: aggregate_key(kind, f) for f in self.features}
         missing = [k for f, k in self._keys.items() if f not in g.ndata or k not in g.ndata]
         if missing:
             raise KeyError(
@@ -404,18 +406,8 @@ class DistOneHopSampler(BlockSampler):
 
     def _first_block(self, g, dst: Tensor) -> dgl.DGLGraph:
         """Every destination's own row (layers with a self term) and its aggregate row."""
-        num = dst.numel()
-        local = torch.arange(num, dtype=dst.dtype)
-        shifted = dst + self.num_nodes  # not a node: indexing g.ndata with it fails loudly
-        if self._pair:
-            block = dgl.create_block((local + num, local), num_src_nodes=2 * num,
-                                     num_dst_nodes=num, idtype=dst.dtype)
-            block.srcdata[dgl.NID] = torch.cat([dst, shifted])
-        else:
-            block = dgl.create_block((local, local), num_src_nodes=num, num_dst_nodes=num,
-                                     idtype=dst.dtype)
-            block.srcdata[dgl.NID] = shifted
-        block.dstdata[dgl.NID] = dst
+        # aggregate rows are numbered num_nodes + v: indexing g.ndata with them fails loudly
+        block = first_block_layout(dst, self.num_nodes, self._pair, dst.dtype, dst.device)
         for feature, key in self._keys.items():
             agg = g.ndata[key][dst]
             block.srcdata[feature] = torch.cat([g.ndata[feature][dst], agg.to(
@@ -428,20 +420,3 @@ class DistOneHopSampler(BlockSampler):
 
 def _zeros(shape, dtype):
     return torch.zeros(shape, dtype=dtype)
-
-
-def _training_nodes(train_nids, num_nodes: int) -> Tensor:
-    nids = torch.as_tensor(train_nids)
-    if nids.dtype == torch.uint8:  # DistDGL stores boolean node data as uint8
-        raise ValueError("train_nids has dtype uint8, which could be a mask or node IDs: pass "
-                         "a boolean mask (g.ndata['train_mask'][nodes].bool()) or int64 IDs")
-    if nids.dtype == torch.bool:
-        if nids.shape != (num_nodes,):
-            raise ValueError(f"a training mask needs {num_nodes} entries, got {tuple(nids.shape)}")
-        nids = torch.nonzero(nids).squeeze(1)
-    if nids.is_floating_point() or nids.dim() != 1 or nids.numel() == 0:
-        raise ValueError("train_nids must be a non-empty 1-D tensor of node IDs or a bool mask")
-    nids = torch.unique(nids.long())
-    if int(nids[0]) < 0 or int(nids[-1]) >= num_nodes:
-        raise ValueError(f"train_nids must lie in [0, {num_nodes})")
-    return nids

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -104,7 +105,7 @@ def run_local_cluster(part_config: str, trainer_command: Sequence[str], *,
     for machine in range(num_parts):
         args = [sys.executable, "-m", "dgl_mvs.local_cluster", "machine", str(machine),
                 str(trainers_per_machine), "--", *trainer_command]
-        script = "mount -t tmpfs tmpfs /dev/shm && exec " + " ".join(_quote(a) for a in args)
+        script = "mount -t tmpfs tmpfs /dev/shm && exec " + " ".join(shlex.quote(a) for a in args)
         # A session of its own: the whole machine (server, trainers) can be stopped at once.
         machines.append(subprocess.Popen([*prefix, script], start_new_session=True,
                                          env=dict(base, **{MACHINE_ENV: str(machine)})))
@@ -153,11 +154,6 @@ def _machine(machine: int, trainers: int, command: list[str]) -> int:
         codes = [c for c in codes if c] or [1]
     server.wait()
     return max(codes, key=abs)
-
-
-def _quote(arg: str) -> str:
-    import shlex
-    return shlex.quote(arg)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -122,6 +122,29 @@ def _append_new(prefix: Tensor, candidates: Tensor) -> tuple[Tensor, Tensor]:
     return torch.cat([prefix, extra]), row[inverse]
 
 
+def first_block_layout(dst: Tensor, num_nodes: int, pair: bool, idtype, device) -> dgl.DGLGraph:
+    """The first block's structure: ``dst``'s own rows (``pair``) and aggregate rows.
+
+    Source rows are ``dst`` followed by ``num_nodes + dst`` with one edge from each aggregate
+    row to its node (``pair``), or the aggregate rows alone with one edge each; the caller
+    fills ``srcdata`` with the features and aggregates.
+    """
+    num = dst.numel()
+    local = torch.arange(num, device=dst.device, dtype=idtype)
+    shifted = dst + num_nodes
+    if pair:
+        block = dgl.create_block((local + num, local), num_src_nodes=2 * num,
+                                 num_dst_nodes=num, idtype=idtype, device=device)
+        block.srcdata[NID] = torch.cat([dst, shifted])
+    else:
+        block = dgl.create_block((local, local), num_src_nodes=num, num_dst_nodes=num,
+                                 idtype=idtype, device=device)
+        block.srcdata[NID] = shifted
+    block.dstdata[NID] = dst
+    block.edata[EID] = torch.full((num,), -1, dtype=idtype, device=device)
+    return block
+
+
 def _first_block(
     g: DGLGraph,
     dst: Tensor,
@@ -137,28 +160,12 @@ def _first_block(
     indexing ``g.ndata`` with ``input_nodes`` fails loudly instead of reading raw features:
     read the input from ``blocks[0].srcdata``.
     """
-    num = dst.numel()
     pair = aggregation.self_term and aggregation.kind != "gcn"
-    local = torch.arange(num, device=dst.device, dtype=g.idtype)
-    shifted = dst + g.num_nodes()
-    if pair:
-        block = dgl.create_block(
-            (local + num, local), num_src_nodes=2 * num, num_dst_nodes=num,
-            idtype=g.idtype, device=g.device,
-        )
-        block.srcdata[NID] = torch.cat([dst, shifted])
-    else:
-        block = dgl.create_block(
-            (local, local), num_src_nodes=num, num_dst_nodes=num, idtype=g.idtype,
-            device=g.device,
-        )
-        block.srcdata[NID] = shifted
-    block.dstdata[NID] = dst
-    block.edata[EID] = torch.full((num,), -1, dtype=g.idtype, device=g.device)
+    block = first_block_layout(dst, g.num_nodes(), pair, g.idtype, g.device)
     for feature in aggregates.features:
         block.srcdata[feature] = aggregates.rows(feature, dst, with_features=pair)
     if edge_weight is not None:  # the weights are inside the aggregate already
-        block.edata[keys.EDGE_WEIGHTS] = torch.ones(num, device=g.device)
+        block.edata[keys.EDGE_WEIGHTS] = torch.ones(dst.numel(), device=g.device)
     return block
 
 

@@ -15,11 +15,11 @@ os.environ.setdefault("DGLBACKEND", "pytorch")
 import dgl  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from dgl.nn import SAGEConv  # noqa: E402
 
 import dgl_mvs  # noqa: E402
 from dgl_mvs.distgraph import DistMVSSampler, DistOneHopSampler  # noqa: E402
 from dgl_mvs.local_cluster import initialize  # noqa: E402
+from models import GNN  # noqa: E402
 
 B = 16  # seeds per trainer and step
 EPOCHS = 3
@@ -27,19 +27,9 @@ RESUME_AT = 9  # global step after which the state is saved
 STAT_STEPS = 1500
 
 
-class SAGE(torch.nn.Module):
-    def __init__(self, in_size, hidden, out_size):
-        super().__init__()
-        self.layers = torch.nn.ModuleList([SAGEConv(in_size, hidden, "mean"),
-                                           SAGEConv(hidden, out_size, "mean")])
-
-    def forward(self, blocks, x):
-        h = x
-        for i, (layer, block) in enumerate(zip(self.layers, blocks)):
-            h = layer(block, h)
-            if i != len(self.layers) - 1:
-                h = F.relu(h)
-        return h
+def SAGE(in_size, hidden, out_size):
+    """DGL's two-layer GraphSAGE (mean), as the tests' other models."""
+    return GNN("sage", in_size, hidden, out_size, 2)
 
 
 def stat_scores(nodes):
