@@ -1,6 +1,6 @@
 """The Debian package graph: a real, sparse-with-hubs graph built offline from the apt index.
 
-    python benchmarks/debian_graph.py                  # build (or load) data/debian.bin, print stats
+    python benchmarks/debian_graph.py                  # build or load data/debian.bin, stats
     python benchmarks/debian_graph.py --rebuild        # rebuild from `apt-cache dumpavail`
     python benchmarks/debian_graph.py --packages FILE  # from a Packages text file instead
 
