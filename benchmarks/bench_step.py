@@ -2,9 +2,10 @@
 
     python benchmarks/bench_step.py              # 1M nodes / 20M edges, L = 2, B = 512
     python benchmarks/bench_step.py --quick      # 50k nodes, smoke run
+    python benchmarks/bench_step.py --dataset debian   # the Debian package graph
 
 Every timed round runs one step of each sampler, in a shuffled order, on a synthetic graph
-(DC-SBM, power-law degrees): the time from asking the sampler for the step's blocks to the end
+(DC-SBM, power-law degrees) or the Debian package graph (``benchmarks/debian_graph.py``): the time from asking the sampler for the step's blocks to the end
 of ``optimizer.step()``, including the feature gather and, for ``mvs``,
 ``update_scores`` with its scheduled score refreshes and snapshot refreshes (so refreshes are
 amortised over the steps as in training).  The model is DGL's example GraphSAGE (or GCN),
@@ -43,6 +44,7 @@ from bench_training import GCN, SAGE  # noqa: E402
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--dataset", choices=["synthetic", "debian"], default="synthetic")
     p.add_argument("--num-nodes", type=int, default=1_000_000)
     p.add_argument("--avg-degree", type=float, default=20.0)
     p.add_argument("--batch-size", type=int, default=512)
@@ -126,17 +128,23 @@ def main(argv=None):
     if args.quick:
         args.num_nodes, args.rounds = 50_000, 10
     tick = time.perf_counter()
-    ds = dgl_mvs.data.load_dataset(
-        "synthetic", num_nodes=args.num_nodes, avg_degree=args.avg_degree, num_classes=10,
-        feat_dim=64, signal_to_noise=0.5, homophily=0.5, seed=0)
-    g = ds[0]
+    if args.dataset == "debian":
+        import debian_graph
+
+        g, meta = debian_graph.load()
+        num_classes = len(meta["classes"])
+    else:
+        ds = dgl_mvs.data.load_dataset(
+            "synthetic", num_nodes=args.num_nodes, avg_degree=args.avg_degree, num_classes=10,
+            feat_dim=64, signal_to_noise=0.5, homophily=0.5, seed=0)
+        g, num_classes = ds[0], ds.num_classes
     if args.model == "gcn":
         g = dgl.add_self_loop(dgl.remove_self_loop(g))
     g.create_formats_()
     train = torch.nonzero(g.ndata["train_mask"]).squeeze(1)
     print(f"graph: {g.num_nodes()} nodes, {g.num_edges()} edges, {train.numel()} training "
           f"nodes ({time.perf_counter() - tick:.1f} s)", flush=True)
-    runners = [Runner(name, g, train, ds.num_classes, args) for name in args.samplers]
+    runners = [Runner(name, g, train, num_classes, args) for name in args.samplers]
     times = {r.name: [] for r in runners}
     order = random.Random(0)
     for round_ in range(args.warmup + args.rounds):

@@ -1,7 +1,9 @@
 """Time to accuracy: MVSSampler's default against DGL's samplers, with DGL's example models.
 
     python benchmarks/bench_training.py                          # the acceptance grid (hours)
-    python benchmarks/bench_training.py --quick                  # a smoke run (a minute)
+    python benchmarks/bench_training.py --quick                  # a smoke run (minutes)
+    python benchmarks/tune_neighbor.py                           # NeighborSampler's best, then
+    python benchmarks/bench_training.py --ns-tuned results/tune_neighbor.json
     python benchmarks/bench_training.py --summarize results/bench_training.json
 
 For every (dataset, model, batch size, seed) the samplers run one after the other, so that
@@ -191,7 +193,8 @@ def sign_features(g, hops: int = 2):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--datasets", nargs="+", default=["synthetic-100k", "synthetic-deg100"],
+    p.add_argument("--datasets", nargs="+",
+                   default=["synthetic-100k", "synthetic-deg100", "debian"],
                    choices=list(DATASETS))
     p.add_argument("--models", nargs="+", default=["sage", "gcn-ew"], choices=list(MODELS),
                    help="gcn: GraphConv(norm='both') as is; gcn-ew: full-graph GCN weights "
@@ -221,7 +224,8 @@ def parse_args(argv=None):
     p.add_argument("--plot", default=str(ROOT / "results" / "bench_training.png"))
     p.add_argument("--summarize", nargs="+", default=None, metavar="JSON",
                    help="only print the tables (and plot) of earlier result files")
-    p.add_argument("--quick", action="store_true", help="small graph, one seed, two epochs")
+    p.add_argument("--quick", action="store_true",
+                   help="5000-node synthetic graphs (Debian as is), one seed, B=256, 2 epochs")
     p.add_argument("--resume", action="store_true",
                    help="keep the runs already in --out and run only the missing ones")
     return p.parse_args(argv)
