@@ -303,6 +303,12 @@ def table(result) -> str:
         out.append("ratio of each phase to neighbor's total step:")
         for name, r in rows.items():
             out.append(f"{name:10s} " + " ".join(f"{r['ms'][c] / base:8.2f}" for c in cols))
+        ns = rows["neighbor"]["ms"]
+        out.append("difference to neighbor, ms (positive: spends more):")
+        for name, r in rows.items():
+            if name != "neighbor":
+                out.append(f"{name:10s} " + " ".join(f"{r['ms'][c] - ns[c]:+8.2f}"
+                                                     for c in cols))
     out.append("(ms: medians per step; refresh: amortised mean; sample excludes draw; rows: "
                "input rows per step (mean, max), first-layer output rows, edges of all blocks)")
     return "\n".join(out)
