@@ -23,7 +23,8 @@ machine load affects all alike:
   ``minibatch.blocks``;
 * ``sign``: no sampler but another model, the reference for what a user gets by changing the
   model instead (SIGN, Frasca et al. 2020): ``[X, AX, A^2 X]`` with mean aggregation over
-  in-neighbours (``update_all``, timed as part of the run), concatenated, into a 2-layer MLP
+  in-neighbours (``update_all`` on the cell's graph, with the self loops that GCN cells add;
+  timed as part of the run), concatenated, into a 2-layer MLP
   (hidden ``--hidden``, ReLU, dropout 0.5) trained on mini-batches of node rows with the same
   learning rate, batch size and epochs; validation and test on the same rows.
 
@@ -157,8 +158,10 @@ def sampled_gcn_weights(block, out_degrees, in_degrees):
     """Full-graph GCN weights on a sampled block, times ``d_v / s_v`` per destination.
 
     ``sum_{u sampled} d_v / s_v * w_uv h_u`` is an unbiased estimate of the full-graph
-    ``sum_u w_uv h_u`` (exact when the block holds every in-edge of ``v``).  Destination
-    nodes are the first source nodes of a block (DGL's and GraphBolt's convention).
+    ``sum_u w_uv h_u`` for uniform neighbour samples (exact when the block holds every
+    in-edge of ``v``; close to unbiased for LABOR, whose per-node sample size varies).
+    Destination nodes are the first source nodes of a block (DGL's and GraphBolt's
+    convention).
     """
     src, dst = block.edges()
     ids = block.srcdata[dgl.NID]

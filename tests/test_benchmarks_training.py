@@ -121,3 +121,29 @@ def test_gcn_ew_evaluation_matches_weighted_full_graph():
     assert val == pytest.approx(float((pred[g.ndata["val_mask"]] == y[g.ndata["val_mask"]])
                                       .float().mean()))
     assert dgl_mvs.gcn_norm(g).shape == (g.num_edges(),)
+
+
+def test_profile_step_phases_and_refreshes():
+    """The step profile times every phase and charges refreshes to `refresh`, not `sample`."""
+    import profile_step
+
+    g = _graph(num_nodes=400, num_edges=6000)
+    train = torch.nonzero(g.ndata["train_mask"]).squeeze(1)
+    runners = {name: profile_step.Runner(name, g, train, 3, 32)
+               for name in ("mvs", "onehop-cv", "neighbor")}
+    # A snapshot refresh every 64 seeds (2 steps), so that some fall inside the run.
+    runners["onehop-cv"].onehop.refresh_every = 64
+    for _ in range(6):
+        for runner in runners.values():
+            runner.step(record=True)
+    for name, runner in runners.items():
+        assert all(len(runner.times[p]) == 6 for p in profile_step.PHASES if p != "refresh")
+        assert min(runner.times["forward"]) > 0 and min(runner.times["sample"]) > 0
+        assert len(runner.rows) == 6
+    cv = runners["onehop-cv"]
+    assert len(cv.refreshes["snapshot"]) >= 2  # every 64 seeds, in `sample`
+    assert max(cv.times["sample"]) < min(cv.refreshes["snapshot"])  # not charged to sample
+    assert cv.amortised_refresh()["snapshot_every_steps"] == 2
+    assert runners["mvs"].times["draw"][0] > 0
+    assert runners["neighbor"].amortised_refresh() == {}
+    assert "score" in runners["mvs"].amortised_refresh()  # timed once if none ran
