@@ -45,6 +45,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CACHE = ROOT / "data" / "debian.bin"
+APT_SOURCE = "apt-cache dumpavail"
 RELATION_FIELDS = ("Depends", "Pre-Depends", "Recommends", "Suggests")
 #: Build parameters; a cache built with other values is rebuilt.
 DEFAULTS = dict(feat_dim=512, min_class_size=50, split=(0.5, 0.25, 0.25), seed=0)
@@ -256,10 +257,10 @@ def load(packages: str | Path | None = None, cache: str | Path | None = DEFAULT_
          rebuild: bool = False, verbose: bool = False, **params) -> tuple[dgl.DGLGraph, dict]:
     """The Debian graph and its metadata (``names``, ``classes``, ``source``, parameters).
 
-    From ``cache`` when it exists and was built with the same parameters (and, for a
-    ``packages`` file, from the same file contents); otherwise built from ``packages`` (a
-    Packages text file) or from ``apt-cache dumpavail``, then saved to ``cache`` (``None``:
-    no cache).
+    From ``cache`` when it exists and was built with the same parameters from the same source
+    (a ``packages`` file with the same contents, or the apt index, whatever it holds now);
+    otherwise built from ``packages`` (a Packages text file) or from ``apt-cache dumpavail``,
+    then saved to ``cache`` (``None``: no cache).
     """
     unknown = set(params) - set(DEFAULTS)
     if unknown:
@@ -273,12 +274,14 @@ def load(packages: str | Path | None = None, cache: str | Path | None = DEFAULT_
     meta_path = cache.with_suffix(".json") if cache is not None else None
     if cache is not None and cache.exists() and meta_path.exists() and not rebuild:
         meta = json.loads(meta_path.read_text())
-        if meta["params"] == params and (digest is None or meta["source_sha256"] == digest):
+        same_source = meta["source_sha256"] == digest if digest is not None \
+            else meta["source"] == APT_SOURCE  # the apt index as it was when cached
+        if meta["params"] == params and same_source:
             graphs, _ = dgl.load_graphs(str(cache))
             if verbose:
                 print(f"loaded {cache} (built from {meta['source']})", flush=True)
             return graphs[0], meta
-    source = str(packages) if packages is not None else "apt-cache dumpavail"
+    source = str(packages) if packages is not None else APT_SOURCE
     if text is None:
         text = apt_packages_text()
         digest = hashlib.sha256(text.encode()).hexdigest()

@@ -182,6 +182,21 @@ def test_cache_round_trip(tmp_path):
     assert int((g4.ndata["label"] == 1).sum()) == 3
 
 
+def test_cache_of_a_file_is_not_the_apt_graph(tmp_path, monkeypatch):
+    path = tmp_path / "Packages"
+    path.write_text(PACKAGES)
+    cache = tmp_path / "debian.bin"
+    debian_graph.load(path, cache=cache, min_class_size=2)
+    apt_text = PACKAGES + "\nPackage: extra\nVersion: 1\nSection: doc\nDescription: more\n"
+    monkeypatch.setattr(debian_graph, "apt_packages_text", lambda: apt_text)
+    g, meta = debian_graph.load(cache=cache, min_class_size=2)
+    assert meta["source"] == "apt-cache dumpavail" and "extra" in meta["names"]
+    # The apt graph is cached now, and loaded without asking apt again.
+    monkeypatch.setattr(debian_graph, "apt_packages_text", lambda: "")
+    g2, meta2 = debian_graph.load(cache=cache, min_class_size=2)
+    assert meta2["names"] == meta["names"]
+
+
 def test_empty_input_refused(tmp_path):
     path = tmp_path / "Packages"
     path.write_text("Foo: bar\n")
