@@ -285,8 +285,11 @@ class MVSSampler(BlockSampler):
     model : nn.Module, optional
         The GNN, called as ``model(blocks, x)``, with its layers in ``model.layers``.  Required
         by the default blocks (which read how each layer aggregates) and by score refreshes.
-    block_sampler : str or BlockSampler, default "onehop"
-        How the blocks are built: ``"onehop"`` (see above, :class:`dgl_mvs.OneHopSampler`),
+    block_sampler : str or BlockSampler, optional
+        How the blocks are built.  Default: ``"onehop"`` where the model's layers allow it,
+        else (attention, e.g. ``GATConv``; SAGE-pool/LSTM) DGL's ``NeighborSampler([10] * L)``
+        blocks with MVS seeds, with a warning that says so.  ``"onehop"`` (see above,
+        :class:`dgl_mvs.OneHopSampler`),
         ``"history"`` (Eq. 7, :class:`dgl_mvs.HistorySampler`), ``"cv"`` (VR-GCN control
         variates with ``fanouts``, :class:`dgl_mvs.ControlVariateSampler`), ``"exact"``
         (:class:`dgl_mvs.ExactSampler`), or a block sampler object: a
@@ -380,7 +383,7 @@ class MVSSampler(BlockSampler):
         num_layers: int | None = None,
         *,
         model: object = None,
-        block_sampler: str | BlockSampler = "onehop",
+        block_sampler: str | BlockSampler | None = None,
         fanouts: Sequence[int] | None = None,
         checkpoint_every: int | None = None,
         pool_ratio: float | None = None,
@@ -471,6 +474,14 @@ class MVSSampler(BlockSampler):
                 or not 0.0 <= uniform_mix <= 1.0:
             raise ValueError(f"uniform_mix must be a number in [0, 1], got {uniform_mix!r}")
         _check_keys(g, prefetch_node_feats, prefetch_labels, prefetch_edge_feats, edge_weight)
+        if onehop and prefetch_edge_feats:
+            raise ValueError(
+                "one-hop blocks hold aggregated rows, not sampled edges, so edge features "
+                f"cannot be prefetched (prefetch_edge_feats={list(prefetch_edge_feats)}): pass "
+                "edge weights with edge_weight='w' (folded into the aggregates), or "
+                "block_sampler=dgl.dataloading.NeighborSampler([10, 10]) for a model that "
+                "reads edge features"
+            )
 
         self._seed_given = seed is not None
         if self._seed_given:
@@ -521,6 +532,7 @@ class MVSSampler(BlockSampler):
                 )
         if self.adaptive_mix and self.score_every == 0:
             self.uniform_mix = FIXED_MIX
+        self._check_labels()
 
         # Ranks forked from one process would otherwise write one inherited shared table.
         self.scores = ScoreTable(g, key=keys.SCORE, private=world_size > 1)
@@ -532,10 +544,6 @@ class MVSSampler(BlockSampler):
         self._through = torch.full((1,), -1, dtype=torch.int64)
         for shared in (self._frozen_interval, self._frozen_p, self._through):
             shared.share_memory_()
-        # One-hop control variates: the snapshot is refreshed after every this many steps.
-        self._snapshot_period = (
-            self.block_sampler.refresh_period(global_batch) if onehop else 0
-        )
         self._pool_cache: tuple[int, Tensor] | None = None
         self._draw_cache: tuple | None = None
         self._warned: set[str] = set()
@@ -549,6 +557,13 @@ class MVSSampler(BlockSampler):
         self._group = None
         if world_size > 1:  # one collective: the ranks' arguments must agree
             self._join_ranks()
+
+    @property
+    def _snapshot_period(self) -> int:
+        """One-hop control variates: steps between snapshot refreshes (0: no snapshot)."""
+        if self.block_kind != "onehop":
+            return 0
+        return self.block_sampler.refresh_period(self.global_batch_size)
 
     def _join_ranks(self) -> None:
         """Under torch.distributed: this sampler's process group, and one check that every
@@ -581,6 +596,34 @@ class MVSSampler(BlockSampler):
                 "whole training set on every rank)"
             )
         self.schedule.seed = int(seeds[0])
+
+    def _check_labels(self) -> None:
+        """What a score refresh reads must be there: the labels, 1-D or (multilabel) 2-D."""
+        labels = self.g.ndata[self.label_key] if self.label_key in self.g.ndata else None
+        if labels is None:
+            if self.score_every:
+                raise ValueError(
+                    f"MVSSampler refreshes the scores of all training nodes every "
+                    f"{self.score_every} steps from their labels, g.ndata[{self.label_key!r}], "
+                    f"which this graph does not have (it has {list(self.g.ndata.keys())}): "
+                    "name the label key with prefetch_labels=['your_key'] (the first one is "
+                    "read), or pass score_every=0 to use only the scores given to "
+                    "update_scores"
+                )
+            return
+        if self.multilabel and labels.dim() != 2:
+            raise ValueError(
+                f"multilabel=True needs 2-D labels (nodes x classes), but "
+                f"g.ndata[{self.label_key!r}] has shape {tuple(labels.shape)}: drop "
+                "multilabel=True for class indices"
+            )
+        if not self.multilabel and labels.dim() != 1 and self.score_every:
+            raise ValueError(
+                f"g.ndata[{self.label_key!r}] has shape {tuple(labels.shape)}, multi-label "
+                "targets, but score refreshes score class indices (cross-entropy): pass "
+                "multilabel=True (binary cross-entropy, as "
+                "F.binary_cross_entropy_with_logits)"
+            )
 
     def __getstate__(self) -> dict:
         # DataLoader workers started by spawn/forkserver get a pickled copy; they never
@@ -956,6 +999,13 @@ class MVSSampler(BlockSampler):
         """
         if self.block_kind == "onehop":
             return self.block_sampler
+        if self.num_layers is None:
+            raise ValueError(
+                f"evaluation_sampler() builds full-neighbourhood blocks, one per layer, but "
+                f"the number of layers is unknown: the {type(self.block_sampler).__name__} "
+                "passed as block_sampler does not say it. Build MVSSampler with "
+                "num_layers=L (or model=model, its layers in model.layers)"
+            )
         return dgl.dataloading.MultiLayerFullNeighborSampler(
             self.num_layers, prefetch_node_feats=self.prefetch_node_feats,
             prefetch_labels=self.prefetch_labels,
