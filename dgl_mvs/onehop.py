@@ -636,8 +636,9 @@ class OneHopSampler(BlockSampler):
     def after_step(self, num_seeds: int) -> None:
         """Count a step's seeds; refresh the snapshot when ``refresh_every`` seeds are reached.
 
-        Called by :meth:`sample_blocks` in the training process, or by
-        :class:`dgl_mvs.MVSSampler` after each step (``auto_refresh=False``).
+        Called by :meth:`sample_blocks` in the training process (DGL's DataLoader with
+        ``num_workers=0``).  :class:`dgl_mvs.MVSSampler` sets ``auto_refresh=False`` and
+        refreshes on its step schedule instead (:meth:`step_done`).
         """
         if not self.cv_layers:
             return

@@ -234,7 +234,10 @@ class MVSSampler(BlockSampler):
     the ones that differ) and gives the ranks built without ``seed=`` rank 0's seed.  A rank
     that waits longer than ``ddp_timeout`` for the others (one skipped :meth:`update_scores`,
     or stopped) raises :class:`dgl_mvs.distributed.ExchangeError` naming the cause; a rank
-    that skipped :meth:`update_scores` says so when it draws its next step.  Histories
+    that skipped :meth:`update_scores` says so when it draws its next step (with DataLoader
+    workers it cannot: its workers wait for what that call publishes, up to
+    ``score_timeout``, unless the launcher stops every rank when one fails, as ``torchrun``
+    and ``torch.multiprocessing.spawn`` do).  Histories
     (:class:`dgl_mvs.History`) are exchanged after each step (:meth:`dgl_mvs.History.sync`);
     one-hop control-variate snapshots are recomputed from the (identical) weights on every
     rank.  Ranks whose global draws differ anyway are refused with a RuntimeError at the
