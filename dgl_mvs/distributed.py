@@ -244,6 +244,8 @@ def differing_arguments(arguments: dict, table: Tensor) -> list[str]:
         if bool((values.abs() < 1 << 40).all()):  # numbers on every rank: show them
             shown = ", ".join(f"rank {r}: {v:g}" for r, v in enumerate(values.tolist()))
         else:
+            if torch.is_tensor(value):
+                value = f"{value.numel()} values"
             shown = f"rank {torch.distributed.get_rank()}: {value!r}, not the same on every rank"
         out.append(f"{name} ({shown})")
     return out

@@ -732,6 +732,7 @@ class MVSSampler(BlockSampler):
             probs = cached[1]
         else:
             probs = self._pool_probabilities(self._pool(interval))
+        self._frozen_interval[0] = -2  # being written: a reader's re-check fails
         self._frozen_p.copy_(probs.cpu())
         self._frozen_interval[0] = interval  # after p: workers poll the interval
 
@@ -1126,6 +1127,7 @@ class MVSSampler(BlockSampler):
                 self.refresh_scores()
         if self.schedule.is_checkpoint(step) and self.probabilities == "frozen":
             interval = self.schedule.interval_of(step)
+            self._frozen_interval[0] = -2
             self._frozen_p.copy_(self._pool_probabilities(self._pool(interval)).cpu())
             # Publish the interval only once p is written: workers poll it.
             self._frozen_interval[0] = interval

@@ -258,8 +258,9 @@ def test_errors(graph):
     loader = dgl.dataloading.DataLoader(graph, sampler.step_ids(), sampler, batch_size=2)
     with pytest.raises(ValueError, match="batch_size=1"):
         next(iter(loader))
+    unscored = make_sampler(graph, score_timeout=0.0)  # workers that start right never wait
     shuffled = dgl.dataloading.DataLoader(
-        graph, sampler.step_ids(), sampler, shuffle=True, num_workers=2
+        graph, unscored.step_ids(), unscored, shuffle=True, num_workers=2
     )
     with pytest.raises(ValueError, match="shuffle=False"):
         for _ in range(5):  # some worker receives an index outside its share
