@@ -101,8 +101,9 @@ def default_seed() -> int:
 
     DGL's own block samplers (``NeighborSampler``, ...) draw from that generator, so
     ``dgl.seed(s)`` before building an :class:`MVSSampler` without ``seed=`` fixes its draws
-    as it fixes DGL's; without ``dgl.seed`` each run draws another seed, as DGL's do.  The
-    draw advances DGL's generator by one number.
+    as it fixes DGL's; without ``dgl.seed`` each run draws another seed, as DGL's do.
+    ``torch.manual_seed`` does not set it (nor DGL's sampled neighbours).  The draw advances
+    DGL's generator by one number.
     """
     return int(dgl.random.choice(1 << 52, 1)[0])
 
