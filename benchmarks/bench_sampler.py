@@ -301,7 +301,7 @@ def bench_draw_parts(g, train, args) -> list[dict]:
         picked = dgl_mvs.draws.systematic_draw(probs, gen)
         parts = {
             "draw_step (frozen, systematic, weights)": lambda: s._draw_step(fs.step),
-            "frozen p read (clone)": lambda: s._frozen_probabilities(0, pool),  # noqa: SLF001
+            "frozen p read (clone)": lambda: s._interval_probabilities(0, pool),  # noqa: SLF001
             "systematic_draw": lambda: dgl_mvs.draws.systematic_draw(probs, gen),
             "  of which randperm(pool)": lambda: torch.randperm(probs.numel(), generator=gen),
             "poisson_draw": lambda: dgl_mvs.draws.poisson_draw(probs, gen),

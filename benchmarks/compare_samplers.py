@@ -162,7 +162,8 @@ def make_loader(args, g, train_nids, device, model=None, multilabel=False):
             blocks = dgl.dataloading.LaborSampler([args.fanout] * L)
         if blocks == "onehop":
             sampler = dgl_mvs.MVSSampler(
-                g, train_nids, args.batch_size, model=model, probabilities=args.probabilities,
+                g, train_nids, args.batch_size, model=model, block_sampler="onehop",
+                probabilities=args.probabilities,
                 draw=args.draw, seed=args.seed, multilabel=multilabel, **feats)
             return mvs_loader(g, sampler, common), sampler
         sampler = dgl_mvs.MVSSampler(

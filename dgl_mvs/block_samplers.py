@@ -16,13 +16,15 @@ block sampler, the user's own included, the same way.
 """
 from __future__ import annotations
 
+import warnings
 from typing import NamedTuple, Sequence
 
 import torch
 from dgl import DGLGraph
-from dgl.dataloading import BlockSampler
+from dgl.dataloading import BlockSampler, NeighborSampler
 from torch import Tensor
 
+from .aggregation import _layer_list, aggregation_of
 from .blocks import check_num_layers, control_variate_blocks, exact_blocks, history_blocks
 from .onehop import OneHopSampler
 
@@ -38,6 +40,9 @@ __all__ = [
 
 #: The block kinds :class:`dgl_mvs.MVSSampler` builds by name.
 BLOCK_KINDS = ("onehop", "history", "cv", "exact")
+#: Fanout per layer of the DGL ``NeighborSampler`` blocks that :class:`dgl_mvs.MVSSampler`
+#: falls back to when the model cannot use one-hop blocks (DGL's examples use 10).
+FALLBACK_FANOUT = 10
 
 
 class HistorySampler(BlockSampler):
@@ -192,8 +197,52 @@ class BlockChoice(NamedTuple):
     fanouts: list[int] | None
 
 
+def _custom_num_layers(block_sampler: BlockSampler, num_layers: int | None,
+                       model: object) -> int | None:
+    """The number of blocks of a user's block sampler: ``num_layers``, else its fanouts (DGL's
+    ``NeighborSampler``, ``LaborSampler``), else the model's layers; None if none tells."""
+    sampler_layers = getattr(block_sampler, "fanouts", None)
+    sampler_layers = len(sampler_layers) if isinstance(sampler_layers, (list, tuple)) else None
+    if num_layers is not None:
+        check_num_layers(num_layers)
+        if sampler_layers is not None and sampler_layers != num_layers:
+            raise ValueError(
+                f"num_layers={num_layers}, but the {type(block_sampler).__name__} passed as "
+                f"block_sampler builds {sampler_layers} blocks (one per fanout): pass "
+                f"num_layers={sampler_layers}, or give it {num_layers} fanouts"
+            )
+        return num_layers
+    if sampler_layers is not None:
+        return sampler_layers
+    if model is not None:
+        try:
+            return len(_layer_list(model))
+        except ValueError:
+            return None
+    return None
+
+
+def onehop_refusal(model: object) -> str | None:
+    """Why ``model``'s layers cannot run on one-hop blocks (None if they can).
+
+    One-hop blocks precompute the first layer's aggregation, which needs every layer to
+    aggregate linearly (GCN, SAGE-mean, GIN); attention (GAT) and SAGE-pool/LSTM do not.
+    """
+    try:
+        layers = _layer_list(model)
+    except ValueError:
+        return None  # the layers themselves are not found: OneHopSampler says how to give them
+    for index, layer in enumerate(layers):
+        try:
+            aggregation_of(layer)
+        except ValueError:
+            return (f"layer {index} ({type(layer).__name__}) does not aggregate its input "
+                    "linearly")
+    return None
+
+
 def choose_block_samplers(
-    block_sampler: str | BlockSampler,
+    block_sampler: str | BlockSampler | None,
     g: DGLGraph,
     *,
     model: object = None,
@@ -211,6 +260,29 @@ def choose_block_samplers(
     steps on the same sampler unless it is a :class:`dgl_mvs.OneHopSampler` (which has no
     checkpoint steps).  Raises ValueError naming what is missing.
     """
+    if isinstance(block_sampler, BlockSampler) and fanouts is not None:
+        raise ValueError(
+            f"fanouts={list(fanouts)} applies to the blocks MVSSampler builds ('onehop', "
+            f"'cv'); the {type(block_sampler).__name__} passed as block_sampler has its own: "
+            "give them to it (dgl.dataloading.NeighborSampler([10, 10]), "
+            "dgl_mvs.OneHopSampler(g, model, fanouts=[-1, 2])) and drop fanouts="
+        )
+    if block_sampler is None:  # the default: one-hop blocks where the model allows them
+        # (with fanouts= the user configures one-hop blocks: OneHopSampler's error then)
+        reason = onehop_refusal(model) if model is not None and fanouts is None else None
+        if reason is None:
+            block_sampler = "onehop"
+        else:
+            num = len(_layer_list(model))
+            fallback = [FALLBACK_FANOUT] * num
+            warnings.warn(
+                f"MVSSampler: {reason}, so its default one-hop blocks (a precomputed first "
+                f"layer) cannot be used: it uses DGL's NeighborSampler({fallback}) blocks "
+                "with MVS seeds instead. To choose, pass block_sampler=dgl.dataloading."
+                f"NeighborSampler([...]) (or block_sampler='history', history embeddings)",
+                UserWarning, stacklevel=3,
+            )
+            block_sampler = NeighborSampler(fallback)
     if isinstance(block_sampler, str) and block_sampler == "onehop":
         if model is None:
             raise ValueError(
@@ -229,10 +301,8 @@ def choose_block_samplers(
         return BlockChoice("onehop", block_sampler, None, len(block_sampler.aggregations),
                            block_sampler.fanouts)
     if isinstance(block_sampler, BlockSampler):
-        if num_layers is not None:
-            check_num_layers(num_layers)
-        return BlockChoice("custom", block_sampler, block_sampler, num_layers,
-                           list(fanouts) if fanouts else None)
+        return BlockChoice("custom", block_sampler, block_sampler,
+                           _custom_num_layers(block_sampler, num_layers, model), None)
     if not isinstance(block_sampler, str) or block_sampler not in BLOCK_KINDS:
         raise ValueError(
             f"MVSSampler's blocks must be one of {BLOCK_KINDS} or a "

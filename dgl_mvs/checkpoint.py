@@ -18,10 +18,16 @@ saved generator.
   one dropout uses: the uninterrupted run drew it at the start of the epoch, the resumed run
   draws it again at the resume point, and dropout masks differ from there on.
 
+With DataLoader workers the resumed run is the same too (with any number of workers): the
+state holds what they read, the probabilities the training process published for the
+current interval and the one-hop control-variate snapshot with its refresh step.
+
 ``dgl.seed`` sets DGL's global C++ generator, which has no way to read its state back, so it
-cannot be saved.  dgl_mvs's own blocks (``"history"``, ``"cv"``, ``"exact"``) do not use it;
-a stock DGL block sampler passed as ``block_sampler=`` (``NeighborSampler``, ...) does, and
-with one a resumed run is a valid continuation but not a bit-identical one.
+cannot be saved.  An :class:`~dgl_mvs.MVSSampler` built without ``seed=`` draws its seed from
+it once, at construction, and a load gives it the saved run's seed.  dgl_mvs's own blocks
+(one-hop, ``"history"``, ``"cv"``, ``"exact"``) do not use that generator; a stock DGL block
+sampler passed as ``block_sampler=`` (``NeighborSampler``, ...) does, and with one a resumed
+run is a valid continuation but not a bit-identical one.
 
 **Safe loading.**  A checkpoint holds only tensors and plain Python values (numbers, strings,
 None, lists, tuples, dicts) and :func:`load_checkpoint` reads it with

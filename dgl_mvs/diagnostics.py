@@ -58,8 +58,8 @@ def gradient_variance(
     sampler,
     model: nn.Module,
     *,
-    labels: str = "label",
-    multilabel: bool = False,
+    labels: str | None = None,
+    multilabel: bool | None = None,
     repeats: int = 16,
     chunk_size: int = 4096,
     seed: int = 0,
@@ -67,7 +67,8 @@ def gradient_variance(
     """Variance of the sampler's mini-batch gradient relative to uniform seeds, and the oracle.
 
     Two measurements at the current weights, with dropout off (the model runs in eval mode
-    and is put back in its mode afterwards; no parameter or optimizer state changes):
+    and every submodule is put back in its own mode afterwards; no parameter or optimizer
+    state changes):
 
     * **realised**: ``repeats`` batches drawn from the sampler's current probabilities and
       ``repeats`` uniform batches of the same size, each on the sampler's blocks; the variance
@@ -84,10 +85,12 @@ def gradient_variance(
         A sampler with one-hop (default) or other block kinds; its schedule is not advanced.
     model : nn.Module
         Called as ``model(blocks, x)`` with ``x = blocks[0].srcdata[feature]``.
-    labels : str
-        ``g.ndata`` key of the labels.
-    multilabel : bool
-        Binary cross-entropy (mean over classes) instead of cross-entropy.
+    labels : str, optional
+        ``g.ndata`` key of the labels (default: the sampler's, ``prefetch_labels[0]`` or
+        ``"label"``).
+    multilabel : bool, optional
+        Binary cross-entropy (mean over classes) instead of cross-entropy (default: the
+        sampler's ``multilabel``).
     repeats : int
         Batches per estimator for the realised variance.
     chunk_size : int
@@ -108,9 +111,17 @@ def gradient_variance(
     batch = sampler.batch_size
     feature = sampler.input_feature
     params = [p for p in model.parameters() if p.requires_grad]
+    labels = labels if labels is not None else getattr(sampler, "label_key", "label")
+    if multilabel is None:
+        multilabel = bool(getattr(sampler, "multilabel", False))
+    if labels not in g.ndata:
+        raise ValueError(
+            f"gradient_variance reads the labels from g.ndata[{labels!r}], which the graph "
+            f"does not have (it has {list(g.ndata.keys())}): pass labels='your_key'"
+        )
     label_values = g.ndata[labels]
     gen = torch.Generator().manual_seed(seed)
-    was_training = model.training
+    modes = [(m, m.training) for m in model.modules()]
     model.eval()
     saved = [None if p.grad is None else p.grad.clone() for p in params]
     try:
@@ -157,7 +168,8 @@ def gradient_variance(
     finally:
         for p, grad in zip(params, saved):
             p.grad = grad
-        model.train(was_training)
+        for module, mode in modes:  # each its own mode (a frozen BatchNorm stays in eval)
+            module.train(mode)
     return {
         "batch_size": batch,
         "realised_sampler": realised_sampler,

@@ -27,6 +27,8 @@ loss; no history and no hook is involved.
 """
 from __future__ import annotations
 
+import math
+import warnings
 from typing import Callable, Sequence
 
 import dgl
@@ -387,8 +389,10 @@ class OneHopSampler(BlockSampler):
     refresh_every : int, optional
         Control variates only: refresh the history snapshot once this many seed nodes have
         been sampled since the last refresh (default: half the graph's nodes).  Refreshes run
-        in the training process when it samples (``num_workers=0``); with DataLoader workers,
-        call :meth:`refresh` yourself (:class:`dgl_mvs.MVSSampler` does it for you).
+        in the training process when it samples (``num_workers=0``); DataLoader worker
+        processes cannot refresh it (they warn once): call :meth:`refresh` in the training
+        loop yourself.  :class:`dgl_mvs.MVSSampler` refreshes it after every
+        ``ceil(refresh_every / batch_size)`` steps, the same steps in every run.
     prefetch_node_feats : list[str]
         Input features of the first layer (``g.ndata`` keys, floating point): the block carries
         them in ``blocks[0].srcdata`` already aggregated as the layer needs them.  Required.
@@ -491,6 +495,11 @@ class OneHopSampler(BlockSampler):
         self.refresh_every = refresh_every
         self.auto_refresh = True
         self.refreshed = 0
+        # Shared memory, read by DataLoader workers: the step after which the training process
+        # last refreshed the snapshot (-1: at construction), and whether a worker has warned
+        # that it cannot refresh it (see sample_blocks).
+        self._snapshot_step = torch.full((1,), -1, dtype=torch.int64).share_memory_()
+        self._worker_warned = torch.zeros(1, dtype=torch.int64).share_memory_()
         if self.cv_layers and not isinstance(model, nn.Module):
             raise ValueError(
                 f"control-variate layers {self.cv_layers} need the model itself (called as "
@@ -532,9 +541,26 @@ class OneHopSampler(BlockSampler):
     ) -> tuple[Tensor, Tensor, list]:
         """Blocks for ``seed_nodes`` (see the class notes), drawn with ``generator``."""
         seed_nodes = torch.as_tensor(seed_nodes)
-        if self.auto_refresh and torch.utils.data.get_worker_info() is None:
-            self.after_step(seed_nodes.numel())
+        if self.auto_refresh and self.cv_layers:
+            if torch.utils.data.get_worker_info() is None:
+                self.after_step(seed_nodes.numel())
+            elif int(self._worker_warned[0]) == 0:
+                self._warn_in_worker()
         return self.blocks(g, seed_nodes, exclude_eids, generator)
+
+    def _warn_in_worker(self) -> None:
+        """Once per sampler (the flag is shared by the workers): the snapshot goes stale."""
+        self._worker_warned[0] = 1
+        warnings.warn(
+            f"OneHopSampler: control-variate layers {self.cv_layers} read a history snapshot "
+            "that this sampler refreshes as it samples in the training process; in DataLoader "
+            "worker processes it cannot, so the snapshot stays at the weights of its last "
+            "refresh (the estimates stay unbiased, their variance grows as the weights move). "
+            "Call sampler.refresh() in the training loop every few hundred steps (the workers "
+            "read the refreshed snapshot), use num_workers=0, or use dgl_mvs.MVSSampler, which "
+            "refreshes it on a fixed step schedule",
+            RuntimeWarning, stacklevel=3,
+        )
 
     def blocks(
         self,
@@ -562,11 +588,57 @@ class OneHopSampler(BlockSampler):
         self.features.update()
 
     # ------------------------------------------------------------------ snapshot
+    def refresh_period(self, seeds_per_step: int) -> int:
+        """Steps between snapshot refreshes at ``seeds_per_step`` seeds per step (0: none).
+
+        About ``refresh_every`` seeds (default: half the graph's nodes) per refresh, as
+        :meth:`after_step` counts them; a whole number of steps, so that the refreshes of a
+        step-indexed schedule (:class:`dgl_mvs.MVSSampler`) fall on the same steps in every
+        run, whatever its DataLoader workers do.
+        """
+        if not self.cv_layers:
+            return 0
+        every = self.refresh_every or max(1, self.g.num_nodes() // 2)
+        return max(1, math.ceil(every / max(1, int(seeds_per_step))))
+
+    @staticmethod
+    def snapshot_step(step: int, period: int) -> int:
+        """The step after which the snapshot that global step ``step`` reads is refreshed.
+
+        ``-1`` for the steps before the first refresh (the snapshot of the construction).
+        """
+        return (int(step) // period) * period - 1
+
+    @property
+    def published_snapshot(self) -> int:
+        """The step after which the training process last refreshed the snapshot."""
+        return int(self._snapshot_step[0])
+
+    def step_done(self, step: int, period: int) -> None:
+        """After global step ``step`` of a step-indexed schedule: refresh when it is due.
+
+        Called by :class:`dgl_mvs.MVSSampler` in the training process, in update_scores; the
+        refresh is written in place (worker processes map the same memory) and then
+        published, so that a worker building a later step waits for exactly that snapshot.
+        """
+        if not self.cv_layers or (step + 1) % period:
+            return
+        self.refresh()
+        self._snapshot_step[0] = step
+
+    def mark_snapshot(self, step: int, period: int) -> None:
+        """Declare the snapshot as it is now the one of global step ``step`` (a new epoch, or
+        a run that stopped before a scheduled refresh), so that workers do not wait for it."""
+        due = self.snapshot_step(step, period)
+        if self.cv_layers and self.published_snapshot < due:
+            self._snapshot_step[0] = due
+
     def after_step(self, num_seeds: int) -> None:
         """Count a step's seeds; refresh the snapshot when ``refresh_every`` seeds are reached.
 
-        Called by :meth:`sample_blocks` in the training process, or by
-        :class:`dgl_mvs.MVSSampler` after each step (``auto_refresh=False``).
+        Called by :meth:`sample_blocks` in the training process (DGL's DataLoader with
+        ``num_workers=0``).  :class:`dgl_mvs.MVSSampler` sets ``auto_refresh=False`` and
+        refreshes on its step schedule instead (:meth:`step_done`).
         """
         if not self.cv_layers:
             return
@@ -673,7 +745,7 @@ class OneHopSampler(BlockSampler):
             key: self.g.ndata[key].detach().to("cpu", copy=True) for key in self._snapshot_keys()
         }
         return {"since_refresh": self._since_refresh, "refreshed": self.refreshed,
-                "snapshots": snapshots}
+                "snapshot_step": self.published_snapshot, "snapshots": snapshots}
 
     def check_state_dict(self, state: dict) -> None:
         """Raise ValueError naming what does not fit (nothing is changed)."""
@@ -708,6 +780,7 @@ class OneHopSampler(BlockSampler):
                 self._stored[key] = value.data_ptr()
         self._since_refresh = int(state.get("since_refresh", 0))
         self.refreshed = int(state.get("refreshed", 0))
+        self._snapshot_step[0] = int(state.get("snapshot_step", -1))
 
     def __repr__(self) -> str:
         kinds = [a.kind for a in self.aggregations]

@@ -18,8 +18,8 @@ from torch import Tensor, nn
 from . import keys
 from .block_samplers import choose_block_samplers, sample_blocks_with
 from .blocks import check_edge_weight, check_graph
-from .distributed import (draw_fingerprint, exchange_rows, process_group_place, rank_share,
-                          share_bound)
+from .distributed import (agree_on_arguments, differing_arguments, draw_fingerprint,
+                          exchange_rows, process_group_place, rank_share, sampler_group)
 from .draws import SystematicDraws, horvitz_thompson_weights, poisson_draw, systematic_draw
 from .history import attached_histories
 from .onehop import OneHopSampler
@@ -32,7 +32,7 @@ NID = dgl.NID
 #: larger ones run on blocks in chunks of training nodes.
 FULL_GRAPH_MAX_NODES = 4_000_000
 
-__all__ = ["MVSSampler"]
+__all__ = ["MVSSampler", "default_seed"]
 
 
 def _in_main_thread_of_main_process() -> bool:
@@ -81,6 +81,42 @@ def _best_mix(stale: Tensor, fresh: Tensor, batch_size: int) -> float:
         if var < best_var * (1.0 - 1e-9):
             best, best_var = mix, var
     return best
+
+
+#: Seconds a rank waits for the other ranks in the sampler's collectives before raising
+#: (:class:`MVSSampler`'s ``ddp_timeout``).  DDP's backward pass synchronises the ranks just
+#: before ``update_scores``, so a healthy exchange waits for a small skew only.
+DDP_TIMEOUT = 30.0
+#: Seconds a DataLoader worker waits for what the training process publishes (the next
+#: interval's probabilities, the control-variate snapshot) by default: the training process
+#: publishes it within a few steps of the worker's request, unless ``update_scores`` is not
+#: called; a long evaluation or checkpoint between two steps also fits in it.
+WORKER_TIMEOUT = 600.0
+#: A worker that has waited this long says so on stderr (once).
+WORKER_NOTICE = 30.0
+
+
+def default_seed() -> int:
+    """A seed drawn from DGL's global generator, the one ``dgl.seed`` sets.
+
+    DGL's own block samplers (``NeighborSampler``, ...) draw from that generator, so
+    ``dgl.seed(s)`` before building an :class:`MVSSampler` without ``seed=`` fixes its draws
+    as it fixes DGL's; without ``dgl.seed`` each run draws another seed, as DGL's do.
+    ``torch.manual_seed`` does not set it (nor DGL's sampled neighbours).  The draw advances
+    DGL's generator by one number.
+    """
+    return int(dgl.random.choice(1 << 52, 1)[0])
+
+
+def _timeout(name: str, value, allow_zero: bool = False) -> float:
+    """``value`` in seconds (``None``: :data:`WORKER_TIMEOUT`), or a ValueError naming ``name``."""
+    if value is None:
+        return WORKER_TIMEOUT
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
+            value > 0 or allow_zero and value == 0) or math.isinf(value):
+        kind = "a non-negative" if allow_zero else "a positive"
+        raise ValueError(f"{name} must be {kind} number of seconds, got {value!r}")
+    return float(value)
 
 
 def _positive_int(name: str, value, minimum: int = 1) -> int:
@@ -190,19 +226,35 @@ class MVSSampler(BlockSampler):
     weights are that sample's ``1 / (p_i |train|)`` times ``R``: DDP averages the ranks'
     gradients, and the average of the ranks' weighted losses is then the single sampler's
     unbiased estimate.  :meth:`update_scores` exchanges the ranks' score rows (one
-    ``all_gather`` of ``B`` node IDs and scores per rank and step, any backend: gloo across
-    hosts, nccl on GPUs) and writes all of them, so the score tables, and the probabilities
+    ``all_gather`` of ``B`` node IDs and scores per rank and step on a gloo group of the
+    sampler's own) and writes all of them, so the score tables, and the probabilities
     computed from them, stay identical on every rank; a score refresh splits the training
     nodes among the ranks and exchanges their rows the same way.  :meth:`update_scores` and
-    :meth:`refresh_scores` are collectives then: call them on every rank.  Histories
-    (:class:`dgl_mvs.History`) are exchanged the same way after each step
-    (:meth:`dgl_mvs.History.sync`); one-hop control-variate snapshots are recomputed from the
-    (identical) weights on every rank.  DataLoader workers draw ahead of training: with
-    one-hop blocks the training process then fixes each interval's probabilities at the end
-    of the interval before and the workers wait for them; the history schedules need
-    ``score_timeout > 0`` (their probabilities change at checkpoints); ``probabilities="step"``
-    needs ``num_workers=0``.  Ranks whose global draws differ anyway are refused with a
-    RuntimeError at the exchange.  Each rank saves and resumes its own :meth:`state_dict`.
+    :meth:`refresh_scores` are collectives then: call them on every rank; so is the
+    construction, which checks that every rank passed the same arguments (ValueError naming
+    the ones that differ) and gives the ranks built without ``seed=`` rank 0's seed.  A rank
+    that waits longer than ``ddp_timeout`` for the others (one skipped :meth:`update_scores`,
+    or stopped) raises :class:`dgl_mvs.distributed.ExchangeError` naming the cause; a rank
+    that skipped :meth:`update_scores` says so when it draws its next step (with DataLoader
+    workers it cannot: its workers wait for what that call publishes, up to
+    ``score_timeout``, unless the launcher stops every rank when one fails, as ``torchrun``
+    and ``torch.multiprocessing.spawn`` do).  Histories
+    (:class:`dgl_mvs.History`) are exchanged after each step (:meth:`dgl_mvs.History.sync`);
+    one-hop control-variate snapshots are recomputed from the (identical) weights on every
+    rank.  Ranks whose global draws differ anyway are refused with a RuntimeError at the
+    exchange.  Each rank saves and resumes its own :meth:`state_dict`.
+
+    **Reproducible with DataLoader workers.**  A run is a function of its seed: the same
+    batches, weights and blocks with ``num_workers=0`` or any number of workers, and after a
+    resume.  Workers draw ahead of training, so everything a step's draw and blocks read
+    that training changes is fixed as of the end of a defined earlier step and published by
+    the training process: the probabilities of interval ``k`` (one-hop blocks) from the
+    scores as of the end of its step before (after that step's scores and any score
+    refresh, which thus takes effect at the next interval); with ``probabilities="step"``
+    the scores as of the step before; the one-hop control-variate snapshot, refreshed on a
+    fixed schedule of steps; the history schedules' probabilities, fixed at their checkpoint
+    step.  A worker that gets to a step before what it reads is published waits for it (at
+    those boundaries only; up to ``score_timeout``).
 
     **Blocks.** By default :class:`dgl_mvs.OneHopSampler`'s: the first layer reads each
     node's precomputed aggregation of the raw features, the last layer reads the batch's full
@@ -237,8 +289,11 @@ class MVSSampler(BlockSampler):
     model : nn.Module, optional
         The GNN, called as ``model(blocks, x)``, with its layers in ``model.layers``.  Required
         by the default blocks (which read how each layer aggregates) and by score refreshes.
-    block_sampler : str or BlockSampler, default "onehop"
-        How the blocks are built: ``"onehop"`` (see above, :class:`dgl_mvs.OneHopSampler`),
+    block_sampler : str or BlockSampler, optional
+        How the blocks are built.  Default: ``"onehop"`` where the model's layers allow it,
+        else (attention, e.g. ``GATConv``; SAGE-pool/LSTM) DGL's ``NeighborSampler([10] * L)``
+        blocks with MVS seeds, with a warning that says so.  ``"onehop"`` (see above,
+        :class:`dgl_mvs.OneHopSampler`),
         ``"history"`` (Eq. 7, :class:`dgl_mvs.HistorySampler`), ``"cv"`` (VR-GCN control
         variates with ``fanouts``, :class:`dgl_mvs.ControlVariateSampler`), ``"exact"``
         (:class:`dgl_mvs.ExactSampler`), or a block sampler object: a
@@ -265,16 +320,28 @@ class MVSSampler(BlockSampler):
         ``g.edata`` key of full-graph edge weights, put in ``block.edata["edge_weights"]``.
     steps_per_epoch : int, optional
         Steps per epoch (default ``ceil(len(train_nids) / batch_size)``).
-    seed : int, default 0
-        Seed of all draws.
-    score_timeout : float, default 0.0
-        History schedules: seconds a DataLoader worker waits for a checkpoint's scores before
-        drawing from the table as it is (reported by :meth:`update_scores`).  A positive value
-        makes draws with workers independent of timing.
+    seed : int, optional
+        Seed of all draws.  Default: drawn from DGL's global generator at construction
+        (:func:`default_seed`), so that ``dgl.seed(s)`` before building the sampler fixes its
+        draws, as it fixes those of DGL's own samplers (and without ``dgl.seed`` each run
+        differs, as theirs do); under ``torch.distributed`` rank 0's, and after
+        :meth:`load_state_dict` the saved run's.
+    score_timeout : float, optional
+        Seconds a DataLoader worker waits for what the training process publishes in
+        :meth:`update_scores` (see "Reproducible with DataLoader workers") before raising an
+        error that says so (default 600: a skipped :meth:`update_scores` at a boundary step).
+        ``0``: workers do not wait but draw from the score table as it is (the run then
+        depends on their timing; :meth:`update_scores` warns).
     score_every : int, optional
         Steps between score refreshes (default: about 5% of the training cost; 0 disables).
     multilabel : bool, default False
         Score refreshes use binary cross-entropy (mean over classes) instead of cross-entropy.
+    ddp_timeout : float, default 30
+        Under ``torch.distributed``: seconds a rank waits for the others in the sampler's
+        collectives (construction, :meth:`update_scores`, :meth:`refresh_scores`) before
+        raising.  DDP's backward pass keeps the ranks within a short skew of each other;
+        raise it if one rank does long work alone between its backward pass and
+        :meth:`update_scores`.
     prefetch_node_feats, prefetch_labels, prefetch_edge_feats, output_device
         As in :class:`dgl.dataloading.NeighborSampler`.  With one-hop blocks the node features
         arrive in ``blocks[0].srcdata`` already aggregated for the first layer.
@@ -320,7 +387,7 @@ class MVSSampler(BlockSampler):
         num_layers: int | None = None,
         *,
         model: object = None,
-        block_sampler: str | BlockSampler = "onehop",
+        block_sampler: str | BlockSampler | None = None,
         fanouts: Sequence[int] | None = None,
         checkpoint_every: int | None = None,
         pool_ratio: float | None = None,
@@ -329,10 +396,11 @@ class MVSSampler(BlockSampler):
         uniform_mix: float | None = None,
         edge_weight: str | None = None,
         steps_per_epoch: int | None = None,
-        seed: int = 0,
-        score_timeout: float = 0.0,
+        seed: int | None = None,
+        score_timeout: float | None = None,
         score_every: int | None = None,
         multilabel: bool = False,
+        ddp_timeout: float = DDP_TIMEOUT,
         prefetch_node_feats: Sequence[str] | None = None,
         prefetch_labels: Sequence[str] | None = None,
         prefetch_edge_feats: Sequence[str] | None = None,
@@ -410,11 +478,23 @@ class MVSSampler(BlockSampler):
                 or not 0.0 <= uniform_mix <= 1.0:
             raise ValueError(f"uniform_mix must be a number in [0, 1], got {uniform_mix!r}")
         _check_keys(g, prefetch_node_feats, prefetch_labels, prefetch_edge_feats, edge_weight)
+        if onehop and prefetch_edge_feats:
+            raise ValueError(
+                "one-hop blocks hold aggregated rows, not sampled edges, so edge features "
+                f"cannot be prefetched (prefetch_edge_feats={list(prefetch_edge_feats)}): pass "
+                "edge weights with edge_weight='w' (folded into the aggregates), or "
+                "block_sampler=dgl.dataloading.NeighborSampler([10, 10]) for a model that "
+                "reads edge features"
+            )
 
+        self._seed_given = seed is not None
+        if self._seed_given:
+            seed = _positive_int("seed", seed, minimum=0)
         self.schedule = StepSchedule.for_this_process(
             math.ceil(num_train / batch_size) if steps_per_epoch is None
             else _positive_int("steps_per_epoch", steps_per_epoch),
-            interval, checkpoints=not onehop, seed=seed,
+            interval, checkpoints=not onehop,
+            seed=seed if self._seed_given else default_seed(),
         )
         self.batch_size = batch_size
         #: Seeds per step over all ranks (``batch_size`` with one process).
@@ -436,7 +516,8 @@ class MVSSampler(BlockSampler):
         self._mix = torch.tensor([float(uniform_mix)], dtype=torch.float64).share_memory_()
         self._configured_mix = None if self.adaptive_mix else float(uniform_mix)
         self.edge_weight = edge_weight
-        self.score_timeout = score_timeout
+        self.score_timeout = _timeout("score_timeout", score_timeout, allow_zero=True)
+        self.ddp_timeout = _timeout("ddp_timeout", ddp_timeout)
         if score_every is not None and (
             isinstance(score_every, bool) or not isinstance(score_every, int) or score_every < 0
         ):
@@ -455,21 +536,105 @@ class MVSSampler(BlockSampler):
                 )
         if self.adaptive_mix and self.score_every == 0:
             self.uniform_mix = FIXED_MIX
+        self._check_labels()
 
         # Ranks forked from one process would otherwise write one inherited shared table.
         self.scores = ScoreTable(g, key=keys.SCORE, private=world_size > 1)
-        # State that worker processes must see change: shared memory (CPU graphs).
+        # State that worker processes must see change: shared memory (CPU graphs).  What the
+        # training process publishes for the workers: the probabilities of one interval
+        # (_frozen_p of _frozen_interval), and the last step whose update_scores has finished.
         self._frozen_interval = torch.full((1,), -1, dtype=torch.int64)
         self._frozen_p = torch.zeros(self.pool_size, dtype=torch.float64)
-        for shared in (self._frozen_interval, self._frozen_p):
+        self._through = torch.full((1,), -1, dtype=torch.int64)
+        for shared in (self._frozen_interval, self._frozen_p, self._through):
             shared.share_memory_()
         self._pool_cache: tuple[int, Tensor] | None = None
         self._draw_cache: tuple | None = None
         self._warned: set[str] = set()
         self._last_updated_step = -1
+        self._last_update_call = -1
+        self._last_main_draw = -1
         self._fallback_interval = -1
+        self._unscored_step = -1
         # Identifies this sampler's blocks in update_scores (copied into worker processes).
         self._token = int.from_bytes(os.urandom(7), "little")
+        self._group = None
+        if world_size > 1:  # one collective: the ranks' arguments must agree
+            self._join_ranks()
+
+    @property
+    def _snapshot_period(self) -> int:
+        """One-hop control variates: steps between snapshot refreshes (0: no snapshot)."""
+        if self.block_kind != "onehop":
+            return 0
+        return self.block_sampler.refresh_period(self.global_batch_size)
+
+    def _join_ranks(self) -> None:
+        """Under torch.distributed: this sampler's process group, and one check that every
+        rank built it with the same arguments (ranks without ``seed=`` take rank 0's seed)."""
+        self._group = sampler_group(self.ddp_timeout)
+        config = self._config()
+        arguments = {name: config[name] for name in config if name not in ("rank", "seed")}
+        arguments.update(
+            train_nids=self.train_nids, num_nodes=self.g.num_nodes(),
+            num_edges=self.g.num_edges(), label_key=self.label_key, multilabel=self.multilabel,
+            input_feature=self.input_feature, interval=self.schedule.interval,
+            seed_given=self._seed_given, seed_high=self.seed >> 32,
+            seed_low=self.seed & 0xFFFFFFFF,
+        )
+        table = agree_on_arguments(arguments, self._group)
+        names = list(arguments)
+        given, high, low = (table[:, names.index(n)].long()
+                            for n in ("seed_given", "seed_high", "seed_low"))
+        seeds = torch.where(given.bool(), high * (1 << 32) + low, high[0] * (1 << 32) + low[0])
+        checked = {n: arguments[n] for n in names[:-3]}
+        problems = differing_arguments(checked, table[:, :len(checked)])
+        if not bool((seeds == seeds[0]).all()):
+            problems.append("seed (" + ", ".join(
+                f"rank {r}: {int(v)}" for r, v in enumerate(seeds.tolist())) + ")")
+        if problems:
+            raise ValueError(
+                "MVSSampler was built with different arguments on the ranks: "
+                + "; ".join(problems) + ". Build it with the same arguments on every rank "
+                "(the ranks draw one global sample per step and split it; train_nids is the "
+                "whole training set on every rank)"
+            )
+        self.schedule.seed = int(seeds[0])
+
+    def _check_labels(self) -> None:
+        """What a score refresh reads must be there: the labels, 1-D or (multilabel) 2-D."""
+        labels = self.g.ndata[self.label_key] if self.label_key in self.g.ndata else None
+        if labels is None:
+            if self.score_every:
+                raise ValueError(
+                    f"MVSSampler refreshes the scores of all training nodes every "
+                    f"{self.score_every} steps from their labels, g.ndata[{self.label_key!r}], "
+                    f"which this graph does not have (it has {list(self.g.ndata.keys())}): "
+                    "name the label key with prefetch_labels=['your_key'] (the first one is "
+                    "read), or pass score_every=0 to use only the scores given to "
+                    "update_scores"
+                )
+            return
+        if self.multilabel and labels.dim() != 2:
+            raise ValueError(
+                f"multilabel=True needs 2-D labels (nodes x classes), but "
+                f"g.ndata[{self.label_key!r}] has shape {tuple(labels.shape)}: drop "
+                "multilabel=True for class indices"
+            )
+        if not self.multilabel and labels.dim() != 1 and self.score_every:
+            raise ValueError(
+                f"g.ndata[{self.label_key!r}] has shape {tuple(labels.shape)}, multi-label "
+                "targets, but score refreshes score class indices (cross-entropy): pass "
+                "multilabel=True (binary cross-entropy, as "
+                "F.binary_cross_entropy_with_logits)"
+            )
+
+    def __getstate__(self) -> dict:
+        # DataLoader workers started by spawn/forkserver get a pickled copy; they never
+        # exchange with other ranks, and a process group cannot be pickled.
+        state = self.__dict__.copy()
+        state["_group"] = None
+        return state
 
     @property
     def has_checkpoints(self) -> bool:
@@ -534,34 +699,87 @@ class MVSSampler(BlockSampler):
         epoch only: build the DataLoader of the resumed epoch after loading (with
         ``use_ddp=True``, every rank must resume from its own state saved at the same step).
         """
-        if self._publishes_intervals():  # the first interval that the workers will draw
-            first = self.epoch * self.schedule.local_steps + self.schedule.start
-            interval = self.schedule.interval_of(first)
-            if int(self._frozen_interval[0]) != interval:
-                self._publish_interval(interval)
+        self._publish_for(self._first_step())
         return self.schedule.step_ids().to(self.train_nids.device)
 
-    def _publishes_intervals(self) -> bool:
-        """One-hop blocks under DDP: the training process publishes each interval's ``p``.
+    # ------------------------------------------------------------------ publication
+    # DataLoader workers draw ahead of training, each when its turn comes.  So that a step's
+    # draw and blocks do not depend on that timing, everything they read that training
+    # changes is fixed as of the end of a defined earlier step and published by the training
+    # process in shared memory; a worker that gets there first waits for it:
+    #
+    # * the probabilities of interval k (one-hop blocks): the scores as of the end of step
+    #   k * interval - 1, after that step's scores and any score refresh;
+    # * probabilities="step": the scores as of the end of the step before;
+    # * the one-hop control-variate snapshot of step t: refreshed after the last step s < t
+    #   with (s + 1) % period == 0 (OneHopSampler.snapshot_step);
+    # * history schedules: an interval's probabilities, fixed at its checkpoint step.
+    #
+    # Workers wait at those boundaries only, and draws in the training process itself (no
+    # workers) read the same values, so every run of a seed draws the same batches.
 
-        DataLoader workers draw ahead of training, each when its turn comes: under DDP, ranks
-        whose workers computed an interval's probabilities at different moments would draw
-        different global samples.  So the training process fixes every interval's ``p`` at
-        the end of the previous interval (the same step on every rank, identical score
-        tables) and workers wait for it.  Draws in the training process itself are in
-        lockstep and do not need it.
-        """
-        return self.world_size > 1 and not self.has_checkpoints \
-            and self.probabilities == "frozen"
+    def _first_step(self) -> int:
+        """Global step of the current epoch's first remaining step."""
+        return self.epoch * self.schedule.local_steps + self.schedule.start
+
+    def _publishes_intervals(self) -> bool:
+        """Whether the training process publishes each interval's ``p`` (one-hop blocks)."""
+        return not self.has_checkpoints and self.probabilities == "frozen"
 
     def _publish_interval(self, interval: int) -> None:
+        """Fix ``p`` of ``interval`` from the score table as it is now; workers read it."""
         cached = self._draw_cache
         if cached is not None and cached[0] == interval:  # a resumed interval keeps its p
             probs = cached[1]
         else:
             probs = self._pool_probabilities(self._pool(interval))
+        self._frozen_interval[0] = -2  # being written: a reader's re-check fails
         self._frozen_p.copy_(probs.cpu())
-        self._frozen_interval[0] = interval
+        self._frozen_interval[0] = interval  # after p: workers poll the interval
+
+    def _publish_for(self, step: int) -> None:
+        """Publish what the draw of ``step`` reads, where update_scores has not already.
+
+        Called at the end of update_scores for the next step, and by step_ids and set_epoch
+        for the first step of an epoch (a run that stopped an epoch early, or a new one).
+        """
+        if self._publishes_intervals():
+            interval = self.schedule.interval_of(step)
+            if int(self._frozen_interval[0]) != interval:
+                self._publish_interval(interval)
+        self._through[0] = max(int(self._through[0]), step - 1)
+        if self._snapshot_period:
+            self.block_sampler.mark_snapshot(step, self._snapshot_period)
+
+    def _wait_for(self, ready, what: str, step: int, publisher: int):
+        """``ready()`` once it is not None, waiting in a worker; a clear error after the timeout.
+
+        ``what`` is published by the training process at the end of step ``publisher``.
+        """
+        value = ready()
+        deadline = time.monotonic() + self.score_timeout
+        notice = time.monotonic() + WORKER_NOTICE
+        while value is None:
+            now = time.monotonic()
+            if now > deadline:
+                raise RuntimeError(
+                    f"a DataLoader worker waited {self.score_timeout:.0f} s to draw step {step} "
+                    f"for {what}, which the training process publishes in update_scores at "
+                    f"step {publisher}: call sampler.update_scores(blocks, scores) after every "
+                    "step (DataLoader workers wait for it, so that draws do not depend on "
+                    "their timing), or use num_workers=0"
+                )
+            if notice is not None and now > notice:
+                notice = None
+                warnings.warn(
+                    f"dgl_mvs: a DataLoader worker has waited {WORKER_NOTICE:.0f} s to draw "
+                    f"step {step} for {what}, published by update_scores at step "
+                    f"{publisher}; it raises after {self.score_timeout:.0f} s",
+                    RuntimeWarning, stacklevel=2,
+                )
+            time.sleep(0.001)
+            value = ready()
+        return value
 
     def set_epoch(self, epoch: int) -> None:
         """Set the epoch; visible to (persistent) worker processes.
@@ -578,6 +796,7 @@ class MVSSampler(BlockSampler):
                 "step.",
             )
         self.schedule.set_epoch(epoch)
+        self._publish_for(self._first_step())
 
     @property
     def epoch(self) -> int:
@@ -621,7 +840,8 @@ class MVSSampler(BlockSampler):
         # Re-check: the main process may have published another interval meanwhile.
         return probs if int(self._frozen_interval[0]) == interval else None
 
-    def _frozen_draws(self, interval: int, pool: Tensor) -> tuple[Tensor, SystematicDraws | None]:
+    def _frozen_draws(self, interval: int, pool: Tensor,
+                      step: int | None = None) -> tuple[Tensor, SystematicDraws | None]:
         """The interval's frozen probabilities, with a prepared systematic drawer for them.
 
         Preparing (one shuffle of the pool) happens once per interval and process, so that a
@@ -630,12 +850,7 @@ class MVSSampler(BlockSampler):
         cached = self._draw_cache
         if cached is not None and cached[0] == interval:
             return cached[1], cached[2]
-        if self.has_checkpoints:
-            probs, frozen = self._frozen_probabilities(interval, pool)
-        elif self._publishes_intervals() and not _in_main_thread_of_main_process():
-            probs, frozen = self._published_probabilities(interval), True
-        else:  # no checkpoint to wait for: the scores written so far
-            probs, frozen = self._pool_probabilities(pool), True
+        probs, frozen = self._interval_probabilities(interval, pool, step)
         drawer = None
         if self.draw == "systematic":
             drawer = SystematicDraws(probs, self.schedule.shared_generator(interval, 4))
@@ -643,36 +858,41 @@ class MVSSampler(BlockSampler):
             self._draw_cache = (interval, probs, drawer)
         return probs, drawer
 
-    def _published_probabilities(self, interval: int) -> Tensor:
-        """A DDP worker's wait for the interval's ``p`` (see :meth:`_publishes_intervals`)."""
-        timeout = self.score_timeout if self.score_timeout > 0 else 600.0
-        deadline = time.monotonic() + timeout
-        probs = self._read_frozen(interval)
-        while probs is None:
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"a DataLoader worker waited {timeout:.0f} s for the probabilities of "
-                    f"interval {interval}, which the training process publishes in "
-                    "update_scores at the end of the interval before: call "
-                    "sampler.update_scores(blocks, scores) after every step on every rank"
-                )
-            time.sleep(0.001)
-            probs = self._read_frozen(interval)
-        return probs.to(self.train_nids.device)
+    def _interval_probabilities(self, interval: int, pool: Tensor,
+                                step: int | None = None) -> tuple[Tensor, bool]:
+        """``p`` of ``interval`` as published (see "publication"), and whether it was.
 
-    def _frozen_probabilities(self, interval: int, pool: Tensor) -> tuple[Tensor, bool]:
-        """The interval's probabilities fixed at its checkpoint, waiting for them if needed."""
+        The history schedules publish it at the interval's checkpoint step, one-hop blocks at
+        the end of the interval before.  Drawing in the training process (no workers), the
+        publication has happened unless update_scores was skipped: one-hop blocks then fix
+        ``p`` now, the history schedules draw from the table as it is.  A worker waits for it,
+        or with ``score_timeout=0`` draws from the table as it is (reported by update_scores).
+        """
+        first = interval * self.schedule.interval
+        publisher = first if self.has_checkpoints else first - 1
         probs = self._read_frozen(interval)
-        if probs is None and self.score_timeout > 0 and not _in_main_thread_of_main_process():
-            deadline = time.monotonic() + self.score_timeout
-            while probs is None and time.monotonic() < deadline:
-                time.sleep(0.001)
+        if probs is None and _in_main_thread_of_main_process():
+            if not self.has_checkpoints:
+                self._publish_interval(interval)
                 probs = self._read_frozen(interval)
+        elif probs is None and self.score_timeout > 0:
+            probs = self._wait_for(lambda: self._read_frozen(interval),
+                                   f"the probabilities of interval {interval}",
+                                   first if step is None else step, publisher)
         if probs is not None:
-            return probs, True
-        # Drawn from the table as it is; the training process reports it (update_scores).
+            return probs.to(self.train_nids.device), True
         self._fallback_interval = interval
         return self._pool_probabilities(pool), False
+
+    def _step_probabilities(self, step: int, pool: Tensor) -> Tensor:
+        """``probabilities="step"``: ``p`` from the scores as of the end of the step before."""
+        if not _in_main_thread_of_main_process():
+            if self.score_timeout > 0:
+                self._wait_for(lambda: True if int(self._through[0]) >= step - 1 else None,
+                               "the scores of the step before", step, step - 1)
+            elif int(self._through[0]) < step - 1:
+                self._unscored_step = step
+        return self._pool_probabilities(pool)
 
     # ------------------------------------------------------------------ sampling
     def sample_blocks(self, g: DGLGraph, indices: Tensor, exclude_eids=None):
@@ -689,6 +909,10 @@ class MVSSampler(BlockSampler):
         step = self.schedule.global_step(int(indices[0]))
         self.schedule.check_order(step)
         self._check_histories()
+        if _in_main_thread_of_main_process():
+            self._check_previous_step_scored(step)
+        elif self._snapshot_period:
+            self._wait_for_snapshot(step)
         seeds, weights = self._draw_step(step)
         draw = None
         if self.world_size > 1:
@@ -712,7 +936,8 @@ class MVSSampler(BlockSampler):
         if draw is not None:  # [size, fingerprint] of the global draw, checked by update_scores
             last.dstdata[keys.DRAW] = torch.tensor([draw], dtype=torch.int64).repeat(
                 seeds.numel(), 1).to(last.device)
-        if self._fallback_interval == self.schedule.interval_of(step) and not checkpoint:
+        if not checkpoint and (self._unscored_step == step or self.probabilities == "frozen"
+                               and self._fallback_interval == self.schedule.interval_of(step)):
             last.dstdata[keys.UNSCORED] = torch.ones(
                 seeds.numel(), dtype=torch.bool, device=last.device
             )
@@ -721,6 +946,36 @@ class MVSSampler(BlockSampler):
             input_nodes = input_nodes.to(self.output_device)
             output_nodes = output_nodes.to(self.output_device)
         return input_nodes, output_nodes, blocks
+
+    def _check_previous_step_scored(self, step: int) -> None:
+        """Under DDP, refuse to draw ``step`` in the training process when this rank skipped
+        update_scores for the step before it in the same pass over the loader: the other ranks
+        wait for its scores, and would otherwise hang until their exchange times out."""
+        last_drawn, self._last_main_draw = self._last_main_draw, step
+        if self.world_size > 1 and last_drawn == step - 1 \
+                and self._last_updated_step < step - 1:
+            raise RuntimeError(
+                f"rank {self.rank} is drawing step {step}, but update_scores was not called for "
+                f"step {step - 1}: under torch.distributed every rank must call "
+                "sampler.update_scores(blocks, scores) after every step (the ranks exchange "
+                "their scores there; the other ranks wait for this one's)"
+            )
+
+    def _wait_for_snapshot(self, step: int) -> None:
+        """A worker's wait for the control-variate snapshot that ``step`` reads.
+
+        The training process refreshes it (in place, in shared memory) in update_scores after
+        every step ``s`` with ``(s + 1) % period == 0`` and then publishes ``s``; step ``t`` reads
+        the snapshot of the last such ``s < t``.  No later refresh can overwrite it while this
+        worker builds ``t``'s blocks: the next one follows update_scores of a step ``>= t``,
+        which the training process can only reach once it has received this worker's batch.
+        """
+        hop = self.block_sampler
+        due = hop.snapshot_step(step, self._snapshot_period)
+        if self.score_timeout == 0:  # asked not to wait: the snapshot as it is
+            return
+        self._wait_for(lambda: True if hop.published_snapshot >= due else None,
+                       "the control-variate snapshot", step, due)
 
     def _needs_history(self) -> bool:
         """Whether the blocks fill the nodes outside the batch from a History."""
@@ -749,6 +1004,13 @@ class MVSSampler(BlockSampler):
         """
         if self.block_kind == "onehop":
             return self.block_sampler
+        if self.num_layers is None:
+            raise ValueError(
+                f"evaluation_sampler() builds full-neighbourhood blocks, one per layer, but "
+                f"the number of layers is unknown: the {type(self.block_sampler).__name__} "
+                "passed as block_sampler does not say it. Build MVSSampler with "
+                "num_layers=L (or model=model, its layers in model.layers)"
+            )
         return dgl.dataloading.MultiLayerFullNeighborSampler(
             self.num_layers, prefetch_node_feats=self.prefetch_node_feats,
             prefetch_labels=self.prefetch_labels,
@@ -763,9 +1025,9 @@ class MVSSampler(BlockSampler):
             return pool, weights
         gen = self.schedule.shared_generator(step, 2)
         if self.probabilities == "frozen":
-            probs, drawer = self._frozen_draws(interval, pool)
+            probs, drawer = self._frozen_draws(interval, pool, step)
         else:
-            probs, drawer = self._pool_probabilities(pool), None
+            probs, drawer = self._step_probabilities(step, pool), None
         for _ in range(100):
             if drawer is not None:
                 picked = drawer.draw(gen)
@@ -829,6 +1091,12 @@ class MVSSampler(BlockSampler):
         """
         step = _batch_step(blocks)
         self._check_blocks_are_current(blocks, step)
+        if step == self._last_update_call:
+            raise ValueError(
+                f"update_scores was already called for step {step}: call it once per step, "
+                "after the optimizer step (if a new epoch began, call sampler.set_epoch(epoch) "
+                "first); nothing was changed"
+            )
         nodes = blocks[-1].dstdata[NID].to(self.train_nids.device)
         if torch.is_tensor(scores):
             scores = scores.detach()
@@ -842,26 +1110,29 @@ class MVSSampler(BlockSampler):
             for history in sorted(attached_histories(self.g),
                                   key=lambda h: (h.num_layers, h.widths)):
                 history.sync()
-        if step <= self._last_updated_step:
+        if step < self._last_updated_step:
             self._warn_once(
                 "repeat",
                 f"step {step} was already trained on: call sampler.set_epoch(epoch) at the "
                 "start of every epoch, otherwise every epoch repeats the same pools and draws",
             )
         self._last_updated_step = max(self._last_updated_step, step)
-        if isinstance(self.block_sampler, OneHopSampler):
-            self.block_sampler.after_step(nodes.numel())
+        self._last_update_call = step
+        # What the next steps read, fixed now (see "publication"): the control-variate
+        # snapshot, the scores (and a refresh of them), then the next interval's p.
+        if self._snapshot_period:
+            self.block_sampler.step_done(step, self._snapshot_period)
         if self.score_every and self.model is not None:
             self._since_scores += 1
             if self._since_scores >= self.score_every:
                 self.refresh_scores()
-        if self._publishes_intervals() and (step + 1) % self.schedule.interval == 0:
-            self._publish_interval(self.schedule.interval_of(step + 1))
         if self.schedule.is_checkpoint(step) and self.probabilities == "frozen":
             interval = self.schedule.interval_of(step)
+            self._frozen_interval[0] = -2
             self._frozen_p.copy_(self._pool_probabilities(self._pool(interval)).cpu())
             # Publish the interval only once p is written: workers poll it.
             self._frozen_interval[0] = interval
+        self._publish_for(step + 1)
 
     def _exchange_step_scores(self, blocks: Sequence, step: int, nodes: Tensor,
                               scores: Tensor) -> tuple[Tensor, Tensor]:
@@ -878,8 +1149,11 @@ class MVSSampler(BlockSampler):
                 f"update_scores needs one score per output node ({nodes.numel()}), got shape "
                 f"{tuple(scores.shape)}"
             )
+        # A fixed message size (the same on every rank whatever their draws): a Poisson
+        # share larger than it goes in a second message.
         all_nodes, all_scores, tags = exchange_rows(
-            nodes, scores, share_bound(size, self.world_size), tag=float(fingerprint)
+            nodes, scores, self.batch_size, tag=float(fingerprint), kind=1, step=step,
+            group=self._group,
         )
         if not bool((tags == tags[0]).all()):
             raise RuntimeError(
@@ -917,13 +1191,20 @@ class MVSSampler(BlockSampler):
         if keys.UNSCORED in last.dstdata:
             self._warn_once(
                 "unscored",
-                f"step {step} was drawn before the scores of its interval's checkpoint (step "
-                f"{step - step % self.schedule.interval}) were written, from the score table as "
-                "it was (DataLoader workers draw ahead of training). Call "
-                "sampler.update_scores(blocks, scores) after every step; pass "
-                "score_timeout=60 to make workers wait for them (draws then do not depend on "
-                "timing).",
+                f"step {step} was drawn before the scores that fix its probabilities (those "
+                f"of update_scores at step {self._publisher_of(step)}) were written, from the "
+                "score table as it was: update_scores was skipped, or DataLoader workers drew "
+                "ahead of training with score_timeout=0 (the run then depends on their "
+                "timing). Call sampler.update_scores(blocks, scores) after every step, and "
+                "leave score_timeout at its default (workers then wait for the scores).",
             )
+
+    def _publisher_of(self, step: int) -> int:
+        """The step at whose update_scores the probabilities of ``step`` are fixed."""
+        if self.probabilities == "step":
+            return step - 1
+        first = step - step % self.schedule.interval
+        return first if self.has_checkpoints else first - 1
 
     @torch.no_grad()
     def refresh_scores(self, model: nn.Module | None = None, chunk_size: int = 65536) -> None:
@@ -972,14 +1253,18 @@ class MVSSampler(BlockSampler):
         if self.world_size > 1:
             nodes = torch.cat([r[0] for r in rows]) if rows else share.new_zeros(0)
             values = torch.cat([r[1] for r in rows]) if rows else torch.zeros(0)
-            bound = share_bound(self.train_nids.numel(), self.world_size)
-            all_nodes, all_values, _ = exchange_rows(nodes, values, bound)
+            # The first message has the size of a step's (a rank in another exchange then
+            # reads its header instead of mismatched sizes); the rest follows in one more.
+            all_nodes, all_values, _ = exchange_rows(
+                nodes, values, self.batch_size, kind=2, step=self._last_updated_step,
+                group=self._group,
+            )
             self.scores.write(all_nodes.to(self.train_nids.device), all_values)
         if self.adaptive_mix and had_scores:
             self.uniform_mix = _best_mix(previous, self.scores.read(self.train_nids).double(),
                                          self.global_batch_size)
         self._since_scores = 0
-        self._draw_cache = None  # the next draw recomputes p from the new scores
+        # The next interval's p reads the new scores (published at its first step - 1).
 
     def _train_logits(self, model: nn.Module, chunk_size: int, nodes: Tensor):
         """``(nodes, logits)`` for ``nodes``: one full-graph pass, or chunks of blocks.
@@ -1087,8 +1372,10 @@ class MVSSampler(BlockSampler):
                 "or another order)"
             )
         config = self._config()
-        if state["config"] != config:
-            saved = state["config"]
+        saved = dict(state["config"])
+        if not self._seed_given and "seed" in saved:  # a sampler built without seed= takes
+            config["seed"] = saved["seed"]             # the saved run's
+        if saved != config:
             diff = {
                 key: (saved.get(key, "<absent>"), config.get(key, "<absent>"))
                 for key in sorted(set(saved) | set(config))
@@ -1124,12 +1411,17 @@ class MVSSampler(BlockSampler):
         of that epoch.  Build the resumed epoch's DataLoader after loading.
         """
         self.check_state_dict(state)
+        if not self._seed_given and "seed" in state["config"]:
+            self.schedule.seed = int(state["config"]["seed"])
         self.scores.load_state_dict(state["scores"])
         # Resume at the step after the last one whose scores were written.
         self.schedule.resume(int(state["next_step"]))
         self._frozen_p.copy_(state["frozen_p"])
         self._frozen_interval[0] = int(state["frozen_interval"])
         self._last_updated_step = int(state["last_updated_step"])
+        self._through[0] = self._last_updated_step
+        self._last_main_draw = self._last_update_call = -1
+        self._fallback_interval = self._unscored_step = -1
         self._since_scores = int(state.get("since_scores", 0))
         self.uniform_mix = float(state.get("uniform_mix", self.uniform_mix))
         if self.block_kind == "onehop" and state.get("blocks") is not None:

@@ -193,19 +193,34 @@ class StepSchedule:
         return self.epoch * count + position
 
     def check_order(self, step: int) -> None:
-        """Refuse steps that arrive out of order (a shuffling DataLoader moves checkpoints)."""
+        """Refuse steps out of order (a shuffling DataLoader moves checkpoints and intervals).
+
+        A DataLoader worker draws its steps in sequence: a single worker every step from the
+        epoch's first remaining one, each of ``n`` workers every ``n``-th from its own first
+        one.  That is checked before anything is drawn, so that a shuffled loader fails at
+        once instead of waiting for probabilities that training has not reached.  The main
+        process (whose draws never wait) refuses only a step that goes back in an epoch.
+        """
         first = self.epoch * self.local_steps + self.start
         last = self._last_drawn
-        self._last_drawn = step
-        if last is None or step == first or _several_workers():
-            return  # a new iteration, or a worker's share (checked by global_step)
-        if step <= last and step // self.steps_per_epoch == last // self.steps_per_epoch:
-            raise ValueError(
-                f"MVSSampler received step {step} after step {last}: its DataLoader must not "
-                "shuffle (the step numbers are the schedule, and the seeds are drawn at random "
-                "already). Build it as DataLoader(g, sampler.step_ids(), sampler) with "
-                "shuffle=False."
-            )
+        info = torch.utils.data.get_worker_info()
+        if info is None:
+            self._last_drawn = step
+            if last is None or step == first or step > last \
+                    or step // self.steps_per_epoch != last // self.steps_per_epoch:
+                return
+        else:
+            stride = info.num_workers if _several_workers() else 1
+            first += info.id if _several_workers() else 0
+            if step == first or last is not None and step == last + stride:
+                self._last_drawn = step
+                return
+        raise ValueError(
+            f"MVSSampler received step {step} after step {last}: its DataLoader must not "
+            "shuffle (the step numbers are the schedule, and the seeds are drawn at random "
+            "already). Build it as DataLoader(g, sampler.step_ids(), sampler) with "
+            "shuffle=False."
+        )
 
     # ------------------------------------------------------------------ intervals
     def interval_of(self, step: int) -> int:

@@ -9,6 +9,7 @@ scenario runs in that one job and the tests check its results.
 """
 import math
 import os
+import time
 
 import dgl
 import pytest
@@ -135,9 +136,16 @@ def _worker(rank, world_size, init_file, out_dir):
     result["stat"] = {"seeds": torch.stack(seeds), "weights": torch.stack(weights),
                       "probs": sampler.current_probabilities()}
 
-    # Ranks whose draws differ (here: another seed per rank) are refused, on every rank.
+    # Ranks built with different arguments are refused at construction, on every rank.
+    try:
+        make_sampler(random_graph(), "onehop", B * (1 + rank), STEPS)
+        result["arguments"] = None
+    except ValueError as err:
+        result["arguments"] = str(err)
+    # Ranks whose draws differ anyway (here: seeds changed after construction) are refused.
     g = random_graph()
-    sampler = make_sampler(g, "onehop", B, STEPS, seed=100 + rank)
+    sampler = make_sampler(g, "onehop", B, STEPS)
+    sampler.schedule.seed = 100 + rank
     loader = dgl.dataloading.DataLoader(g, sampler.step_ids(), sampler, use_ddp=True)
     _, output_nodes, blocks = next(iter(loader))
     try:
@@ -299,3 +307,73 @@ def test_ranks_with_different_draws_are_refused(ranks):
     results, _ = ranks
     for r in results:
         assert r["mismatch"] is not None and "different global samples" in r["mismatch"]
+
+
+def test_ranks_with_different_arguments_are_refused(ranks):
+    results, world_size = ranks
+    for r in results:
+        assert r["arguments"] is not None, "a rank built the sampler"
+        sizes = ", ".join(f"rank {k}: {B * (1 + k)}" for k in range(world_size))
+        assert f"batch_size ({sizes})" in r["arguments"]
+        assert "same arguments on every rank" in r["arguments"]
+
+
+# ---------------------------------------------------------------------- faults
+FAULT_TIMEOUT = 5.0  # the samplers' ddp_timeout in the fault tests
+WORKER_TIMEOUT = 8.0  # and their workers' score_timeout (default 600 s)
+
+
+def _fault_worker(rank, world_size, init_file, out_dir, num_workers):
+    """Two ranks train a DDP model; rank 1 skips update_scores at step 3.  Each rank records
+    the error it gets and when, then exits (as a training script would)."""
+    init_rank(rank, world_size, init_file)
+    g = random_graph()
+    model = torch.nn.parallel.DistributedDataParallel(make_model())
+    sampler = make_sampler(g, "onehop", B, STEPS, model=model, ddp_timeout=FAULT_TIMEOUT,
+                           score_timeout=WORKER_TIMEOUT)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    workers = dict(num_workers=1, multiprocessing_context="fork") if num_workers else {}
+    loader = dgl.dataloading.DataLoader(g, sampler.step_ids(), sampler, use_ddp=True, **workers)
+    tick, outcome = time.monotonic(), None
+    try:
+        for _, output_nodes, blocks in loader:
+            step = int(blocks[-1].dstdata[STEP][0])
+            logits = model(blocks, blocks[0].srcdata["feat"])
+            labels = blocks[-1].dstdata["label"]
+            loss = dgl_mvs.training.weighted_loss(blocks, logits, labels)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if not (rank == 1 and step == 3):
+                sampler.update_scores(blocks, dgl_mvs.cross_entropy_grad_norm(logits, labels))
+            tick = time.monotonic()
+    except Exception as err:  # noqa: BLE001 -- what the rank's user would see
+        outcome = (type(err).__name__, str(err), time.monotonic() - tick)
+    torch.save(outcome, os.path.join(out_dir, f"fault{rank}.pt"))
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_a_rank_that_skips_update_scores_fails_every_rank_soon(tmp_path, num_workers):
+    """No hang, no SIGABRT: every rank gets a Python error naming the cause, within seconds.
+
+    Rank 1 skips update_scores at step 3, the last step of an interval.  Rank 0 waits for its
+    scores in the exchange: it fails when rank 1 exits, or after ddp_timeout.  Without workers
+    rank 1 says so when it draws the next step.  With workers rank 1's worker waits for the
+    next interval's probabilities, which only update_scores at step 3 publishes: it raises
+    after score_timeout (default 600 s; launchers such as torchrun and mp.spawn stop every rank
+    as soon as rank 0 fails)."""
+    spawn_ranks(_fault_worker, 2, (2, str(tmp_path / "init"), str(tmp_path), num_workers),
+                timeout=120)
+    outcomes = [torch.load(tmp_path / f"fault{r}.pt") for r in range(2)]
+    for name, message, seconds in outcomes:
+        assert seconds < 60, (name, message, seconds)
+    name, message, seconds = outcomes[0]
+    assert name == "ExchangeError" and "exchange of the scores of a step" in message
+    assert "every rank must call update_scores after every step" in message
+    name, message, seconds = outcomes[1]
+    assert name == "RuntimeError"
+    if num_workers == 0:
+        assert "update_scores was not called for step 3" in message
+    else:
+        assert "publishes in update_scores at step 3" in message
+        assert seconds < WORKER_TIMEOUT + 20

@@ -3,6 +3,7 @@
 import dgl
 import pytest
 import torch
+import torch.nn.functional as F
 
 from dgl.nn import SAGEConv
 
@@ -257,8 +258,9 @@ def test_errors(graph):
     loader = dgl.dataloading.DataLoader(graph, sampler.step_ids(), sampler, batch_size=2)
     with pytest.raises(ValueError, match="batch_size=1"):
         next(iter(loader))
+    unscored = make_sampler(graph, score_timeout=0.0)  # workers that start right never wait
     shuffled = dgl.dataloading.DataLoader(
-        graph, sampler.step_ids(), sampler, shuffle=True, num_workers=2
+        graph, unscored.step_ids(), unscored, shuffle=True, num_workers=2
     )
     with pytest.raises(ValueError, match="shuffle=False"):
         for _ in range(5):  # some worker receives an index outside its share
@@ -284,3 +286,125 @@ def test_blocks_argument_is_a_deprecated_alias(graph):
         sampler = make_sampler(graph, block_sampler="onehop", blocks="exact")
     assert sampler.block_kind == "exact"
     assert isinstance(sampler.block_sampler, dgl_mvs.ExactSampler)
+
+
+# ---------------------------------------------------------------- checks at construction
+# Every refusal names the problem and what to do; each piece of advice is run.
+def _sage():
+    from models import GNN
+    torch.manual_seed(0)
+    return GNN("sage", 12, 16, 5, 2)
+
+
+HOP = dict(prefetch_node_feats=["feat"])
+
+
+def _one_step(g, sampler, model, label_key="label"):
+    """One step of the README's loop, then a score refresh (what read the labels late)."""
+    loader = dgl.dataloading.DataLoader(g, sampler.step_ids(), sampler)
+    _, output_nodes, blocks = next(iter(loader))
+    logits = model(blocks, blocks[0].srcdata["feat"])
+    labels = g.ndata[label_key][output_nodes]
+    if labels.dim() == 2:
+        scores = dgl_mvs.bce_grad_norm(logits.detach(), labels.float())
+    else:
+        scores = dgl_mvs.cross_entropy_grad_norm(logits.detach(), labels)
+    sampler.update_scores(blocks, scores)
+    if sampler.score_every:
+        sampler.refresh_scores()
+
+
+def test_labels_under_another_key_are_named_at_construction(graph):
+    graph.ndata["y"] = graph.ndata.pop("label")
+    model = _sage()
+    with pytest.raises(ValueError, match=r"g.ndata\['label'\].*prefetch_labels=\['your_key'\]"
+                                         r".*score_every=0"):
+        dgl_mvs.MVSSampler(graph, torch.arange(200), 16, model=model, **HOP)
+    sampler = dgl_mvs.MVSSampler(graph, torch.arange(200), 16, model=model,
+                                 prefetch_labels=["y"], **HOP)
+    _one_step(graph, sampler, model, "y")
+    assert bool(sampler.scores.written(torch.arange(200)).all())
+    sampler = dgl_mvs.MVSSampler(graph, torch.arange(200), 16, model=model, score_every=0,
+                                 **HOP)
+    _one_step(graph, sampler, model, "y")
+
+
+def test_multilabel_targets_need_the_flag(graph):
+    graph.ndata["label"] = F.one_hot(graph.ndata["label"], 5).float()
+    model = _sage()
+    with pytest.raises(ValueError, match=r"shape \(400, 5\).*pass multilabel=True"):
+        dgl_mvs.MVSSampler(graph, torch.arange(200), 16, model=model, **HOP)
+    sampler = dgl_mvs.MVSSampler(graph, torch.arange(200), 16, model=model, multilabel=True,
+                                 **HOP)
+    _one_step(graph, sampler, model)
+    assert bool(sampler.scores.written(torch.arange(200)).all())
+    graph.ndata["label"] = graph.ndata["label"].argmax(1)
+    with pytest.raises(ValueError, match="multilabel=True needs 2-D labels"):
+        dgl_mvs.MVSSampler(graph, torch.arange(200), 16, model=model, multilabel=True, **HOP)
+
+
+def test_edge_features_are_refused_with_one_hop_blocks(graph):
+    graph.edata["w"] = dgl_mvs.gcn_norm(graph)
+    model = _sage()
+    with pytest.raises(ValueError, match=r"cannot be prefetched.*edge_weight='w'"
+                                         r".*NeighborSampler\(\[10, 10\]\)"):
+        dgl_mvs.MVSSampler(graph, torch.arange(200), 16, model=model,
+                           prefetch_edge_feats=["w"], **HOP)
+    dgl_mvs.MVSSampler(graph, torch.arange(200), 16, model=model, edge_weight="w", **HOP)
+    sampler = dgl_mvs.MVSSampler(graph, torch.arange(200), 16, model=model, **HOP,
+                                 block_sampler=dgl.dataloading.NeighborSampler([10, 10]),
+                                 prefetch_edge_feats=["w"])
+    _, _, blocks = next(iter(dgl.dataloading.DataLoader(graph, sampler.step_ids(), sampler)))
+    assert torch.equal(blocks[0].edata["w"], graph.edata["w"][blocks[0].edata[NID]])
+
+
+class _PlainSampler(dgl.dataloading.BlockSampler):
+    """A user's block sampler that does not tell how many blocks it builds."""
+
+    def sample_blocks(self, g, seed_nodes, exclude_eids=None):
+        return dgl.dataloading.MultiLayerFullNeighborSampler(2).sample_blocks(g, seed_nodes)
+
+
+def test_block_sampler_objects_give_their_layers_and_keep_their_fanouts(graph):
+    neighbor = dgl.dataloading.NeighborSampler([4, 4])
+    with pytest.raises(ValueError, match=r"fanouts=\[-1, 2\].*give them to it"):
+        make_sampler(graph, block_sampler=neighbor, num_layers=None, fanouts=[-1, 2])
+    with pytest.raises(ValueError, match=r"num_layers=3.*builds 2 blocks"):
+        make_sampler(graph, block_sampler=neighbor, num_layers=3)
+    # the number of layers comes from the fanouts: evaluation needs no num_layers
+    sampler = make_sampler(graph, block_sampler=neighbor, num_layers=None,
+                           prefetch_node_feats=["feat"], prefetch_labels=["label"])
+    loader = dgl.dataloading.DataLoader(graph, torch.arange(300, 400),
+                                        sampler.evaluation_sampler(), batch_size=50)
+    _, _, blocks = next(iter(loader))
+    assert len(blocks) == 2 and "label" in blocks[-1].dstdata
+    plain = make_sampler(graph, block_sampler=_PlainSampler(), num_layers=None)
+    with pytest.raises(ValueError, match="num_layers=L"):
+        plain.evaluation_sampler()
+    plain = make_sampler(graph, block_sampler=_PlainSampler(), num_layers=2)
+    assert plain.evaluation_sampler().fanouts == [-1, -1]
+
+
+def test_update_scores_twice_for_one_step_is_refused(graph):
+    sampler = make_sampler(graph)
+    loader = dgl.dataloading.DataLoader(graph, sampler.step_ids(), sampler)
+    _, output_nodes, blocks = next(iter(loader))
+    sampler.update_scores(blocks, node_scores(output_nodes))
+    before = sampler.scores.values.clone()
+    with pytest.raises(ValueError, match="already called for step 0: call it once per step"):
+        sampler.update_scores(blocks, node_scores(output_nodes) + 1)
+    assert torch.equal(sampler.scores.values, before)
+
+
+def test_gradient_variance_keeps_modes_and_reads_the_samplers_labels(graph):
+    graph.ndata["y"] = graph.ndata.pop("label")
+    model = _sage()
+    model.train()
+    model.dropout.eval()  # e.g. a submodule the user froze
+    sampler = dgl_mvs.MVSSampler(graph, torch.arange(200), 16, model=model,
+                                 prefetch_labels=["y"], **HOP)
+    result = dgl_mvs.gradient_variance(sampler, model, repeats=3)
+    assert result["realised_ratio"] > 0
+    assert model.training and model.layers[0].training and not model.dropout.training
+    with pytest.raises(ValueError, match="pass labels='your_key'"):
+        dgl_mvs.gradient_variance(sampler, model, labels="label", repeats=3)

@@ -10,11 +10,13 @@ import contextlib
 import copy
 import doctest
 import io
+import itertools
 import os
 import random
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import dgl
@@ -297,6 +299,134 @@ def test_rng_state_round_trip():
     got = (torch.rand(3), np.random.rand(3), random.random())
     assert torch.equal(expected[0], got[0])
     assert np.array_equal(expected[1], got[1]) and expected[2] == got[2]
+
+
+# ---------------------------------------------------------------------- one-hop blocks, workers
+# The default blocks (exact one-hop) and control-variate blocks (fanouts=[-1, 2]): 120 training
+# nodes, batches of 8 -> 15 steps per epoch, an interval of 2 steps (p fixed per interval),
+# score refreshes every 10 steps, control-variate snapshot refreshes after steps 18 and 37.
+# Saved after step 22: mid-epoch (epoch 1), mid-interval, between two snapshot refreshes.
+HOP_EPOCHS, HOP_STEPS, HOP_SAVE = 3, 15, 23
+
+
+def build_onehop(fanouts=None, seed=3):
+    g = random_graph(num_nodes=300, num_edges=2400)
+    torch.manual_seed(0)
+    model = GNN("sage", 12, 16, 5, 2, dropout=0.5)
+    sampler = dgl_mvs.MVSSampler(g, torch.arange(0, 240, 2), 8, model=model, fanouts=fanouts,
+                                 seed=seed, score_every=10, prefetch_node_feats=["feat"],
+                                 prefetch_labels=["label"])
+    return g, model, sampler, torch.optim.Adam(model.parameters(), lr=0.01)
+
+
+def train_onehop(run, num_workers, save_at=None, path=None):
+    """The README's loop from the sampler's resume point to the end of HOP_EPOCHS epochs:
+    [(step, seeds, loss)]; a checkpoint after step ``save_at - 1``."""
+    g, model, sampler, opt = run
+    out = []
+    for epoch in range(sampler.epoch, HOP_EPOCHS):
+        sampler.set_epoch(epoch)
+        model.train()
+        loader = dgl.dataloading.DataLoader(g, sampler.step_ids(), sampler,
+                                            num_workers=num_workers,
+                                            generator=torch.Generator())
+        for _, output_nodes, blocks in loader:
+            step = int(blocks[-1].dstdata[STEP][0])
+            logits = model(blocks, blocks[0].srcdata["feat"])
+            labels = blocks[-1].dstdata["label"]
+            loss = weighted_loss(blocks, logits, labels)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sampler.update_scores(blocks, gradient_scores(logits, labels))
+            out.append((step, output_nodes.clone(), loss.detach().clone()))
+            if save_at is not None and step + 1 == save_at:
+                save_checkpoint(path, model=model, optimizer=opt, sampler=sampler)
+    return out
+
+
+def assert_same_losses(a, b):
+    assert [s for s, _, _ in a] == [s for s, _, _ in b]
+    for (step, seeds, loss), (_, seeds2, loss2) in zip(a, b):
+        assert torch.equal(seeds, seeds2), f"step {step} drew other seeds"
+        assert torch.equal(loss, loss2), f"step {step}: loss {loss.item()} != {loss2.item()}"
+
+
+@pytest.mark.parametrize("fanouts", [None, [-1, 2]], ids=["exact", "control-variates"])
+def test_onehop_runs_with_workers_are_reproducible_and_resume_exactly(tmp_path, fanouts):
+    """num_workers=0 and 2 give the same losses, two runs with workers too, for 3 epochs; a
+    save mid-epoch and a resume (0 or 2 workers) continue the uninterrupted run exactly."""
+    path = tmp_path / "onehop.pt"
+    reference = train_onehop(build_onehop(fanouts), 0, save_at=HOP_SAVE, path=path)
+    assert len(reference) == HOP_EPOCHS * HOP_STEPS
+    sampler = build_onehop(fanouts)[2]
+    assert sampler.schedule.interval == 2 and HOP_SAVE % 2 == 1
+    if fanouts:
+        assert sampler._snapshot_period == 19  # refreshes after steps 18 and 37
+    for _ in range(2):
+        assert_same_losses(train_onehop(build_onehop(fanouts), 2), reference)
+    for num_workers in (0, 2):
+        run = build_onehop(fanouts)
+        torch.manual_seed(12345)  # the load restores the generators
+        load_checkpoint(path, model=run[1], optimizer=run[3], sampler=run[2])
+        assert (run[2].epoch, run[2].schedule.start) == divmod(HOP_SAVE, HOP_STEPS)
+        assert_same_losses(train_onehop(run, num_workers), reference[HOP_SAVE:])
+
+
+def test_dgl_seed_sets_the_default_seed():
+    """Without seed=, dgl.seed decides the draws (as for DGL's samplers); a resumed sampler
+    built without seed= continues the saved run's seed."""
+    def first_seeds(**kwargs):
+        sampler = build_onehop(seed=None)[2] if not kwargs else kwargs["sampler"]
+        loader = dgl.dataloading.DataLoader(sampler.g, sampler.step_ids(), sampler)
+        return sampler, [o for _, o, _ in itertools.islice(loader, 3)]
+
+    dgl.seed(1)
+    one, a = first_seeds()
+    dgl.seed(1)
+    _, b = first_seeds()
+    dgl.seed(2)
+    two, c = first_seeds()
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert not all(torch.equal(x, y) for x, y in zip(a, c))
+    assert one.seed != two.seed
+    two.load_state_dict(one.state_dict())  # built without seed=: takes the saved run's
+    assert two.seed == one.seed
+    with pytest.raises(ValueError, match="seed"):
+        build_onehop(seed=5)[2].load_state_dict(one.state_dict())
+
+
+def test_a_worker_waiting_for_skipped_scores_says_so():
+    """Workers wait for the interval's p; update_scores skipped there: a clear error, soon."""
+    g, model, sampler, opt = build_onehop()
+    sampler.score_timeout = 3.0
+    loader = dgl.dataloading.DataLoader(g, sampler.step_ids(), sampler, num_workers=1)
+    tick = time.monotonic()
+    with pytest.raises(RuntimeError, match=r"update_scores at step 1\b.*after every step"):
+        for _, output_nodes, blocks in loader:
+            if int(blocks[-1].dstdata[STEP][0]) != 1:  # the last step of interval 0
+                sampler.update_scores(blocks, torch.ones(output_nodes.numel()))
+    assert time.monotonic() - tick < 30
+
+
+def test_standalone_onehop_sampler_in_workers_warns_once_about_its_snapshot():
+    """DGL's DataLoader with workers: the snapshot cannot refresh there; one warning says what
+    to do (the flag is shared, so the other worker and later epochs stay quiet)."""
+    g = random_graph(num_nodes=300, num_edges=2400)
+    torch.manual_seed(0)
+    model = GNN("sage", 12, 16, 5, 2)
+    sampler = dgl_mvs.OneHopSampler(g, model, [-1, 2], prefetch_node_feats=["feat"])
+    for num_workers in (0, 2):
+        loader = dgl.dataloading.DataLoader(g, torch.arange(200), sampler, batch_size=16,
+                                            num_workers=num_workers)
+        assert len(list(loader)) == 13
+        # (pytest records the workers' warnings in their own memory: read the shared flag)
+        assert int(sampler._worker_warned[0]) == (num_workers > 0)
+    with pytest.warns(RuntimeWarning, match=r"Call sampler.refresh\(\) in the training loop"):
+        sampler._warn_in_worker()
+    refreshed = sampler.refreshed
+    sampler.refresh()  # the advice
+    assert sampler.refreshed == refreshed + 1
 
 
 # ---------------------------------------------------------------------- atomic saves
