@@ -307,14 +307,26 @@ def aggregate(
     return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
 
 
-def _fingerprint(t: Tensor) -> tuple:
-    """Changes when ``t`` is replaced or written through torch (its version counter).
+class _Source:
+    """A tensor as it was read: the object itself (weakly) and torch's version counter.
 
-    Blind to writes that bypass the counter (``t.data.mul_``, through ``t.numpy()``): the
-    per-row checksums below catch those.  Process-local (``data_ptr``): re-taken when a
-    :class:`FeatureAggregates` is unpickled in another process.
+    Changes when the tensor is replaced or written through torch; not when it moves to
+    shared memory (``share_memory_()``, which keeps the object and its version).  Blind to
+    writes that bypass the counter (``t.data.mul_``, through ``t.numpy()``): the per-row
+    checksums catch those.  Process-local: re-taken when a :class:`FeatureAggregates` is
+    unpickled in another process.
     """
-    return (t.data_ptr(), t._version, tuple(t.shape), t.dtype, str(t.device))
+
+    __slots__ = ("ref", "version", "meta")
+
+    def __init__(self, t: Tensor):
+        self.ref = weakref.ref(t)
+        self.version = t._version
+        self.meta = (tuple(t.shape), t.dtype, str(t.device))
+
+    def matches(self, t: Tensor | None) -> bool:
+        return t is not None and self.ref() is t and t._version == self.version \
+            and self.meta == (tuple(t.shape), t.dtype, str(t.device))
 
 
 def aggregate_key(kind: str, feature: str) -> str:
@@ -437,12 +449,14 @@ class FeatureAggregates:
 
     # ------------------------------------------------------------------ pickling
     def __getstate__(self) -> dict:
-        return dict(self.__dict__)
+        state = dict(self.__dict__)
+        state["_built"] = list(self._built)  # weak references do not pickle
+        return state
 
     def __setstate__(self, state: dict) -> None:
         """Unpickled (a spawned worker, a copy): re-take the process-local fingerprints."""
         self.__dict__.update(state)
-        self._built = {f: self._sources(f) for f in self._built if f in self.g.ndata}
+        self._built = {f: self._sources(f) for f in state["_built"] if f in self.g.ndata}
         self._owned = {k: self.g.ndata[k].data_ptr() for k in self._owned if k in self.g.ndata}
 
     # ------------------------------------------------------------------ keys
@@ -455,12 +469,20 @@ class FeatureAggregates:
         return checksum_key(self.aggregation.kind, feature)
 
     def _sources(self, feature: str) -> tuple:
+        """What the aggregate of ``feature`` is built from: compare with :meth:`_current`."""
         weight = self.g.edata[self.edge_weight] if self.edge_weight is not None else None
-        return (
-            _fingerprint(self.g.ndata[feature]),
-            None if weight is None else _fingerprint(weight),
-            self.g.num_edges(),
-        )
+        return (_Source(self.g.ndata[feature]), None if weight is None else _Source(weight),
+                self.g.num_edges())
+
+    def _current(self, feature: str) -> bool:
+        """Whether the feature, the edge weights and the edge count are as when built."""
+        built = self._built.get(feature)
+        if built is None:
+            return False
+        source, weight_source, num_edges = built
+        weight = self.g.edata[self.edge_weight] if self.edge_weight is not None else None
+        return source.matches(self.g.ndata[feature]) and num_edges == self.g.num_edges() \
+            and (weight_source.matches(weight) if weight_source is not None else weight is None)
 
     # ------------------------------------------------------------------ building
     def update(self, progress: bool | None = None, force: bool = False) -> None:
@@ -468,7 +490,7 @@ class FeatureAggregates:
         weight = self.g.edata[self.edge_weight] if self.edge_weight is not None else None
         for feature in self.features:
             key, check = self.key(feature), self.checksum_key(feature)
-            if not force and self._built.get(feature) == self._sources(feature) \
+            if not force and self._current(feature) \
                     and key in self.g.ndata and check in self.g.ndata:
                 continue
             x = check_input_feature(self.g, feature)
@@ -502,7 +524,7 @@ class FeatureAggregates:
 
     def stale(self) -> list[str]:
         """The features whose tensor, edge weights or edges changed (version counter, identity)."""
-        return [f for f in self.features if self._built.get(f) != self._sources(f)]
+        return [f for f in self.features if not self._current(f)]
 
     def check(self) -> None:
         """Recompute stale aggregations (training process) or raise (worker process)."""

@@ -863,13 +863,30 @@ class OneHopSampler(_HookedLayers, BlockSampler):
         )
 
     def _check_graph(self, g: DGLGraph) -> None:
-        """Refuse another graph; follow (training process) or refuse (worker) changed edges."""
-        if g is not self.g and graph_structure(g) != graph_structure(self.g):
-            raise ValueError(
-                f"this OneHopSampler was built for another graph ({self.g.num_nodes()} nodes, "
-                f"{self.g.num_edges()} edges; given: {g.num_nodes()} nodes, {g.num_edges()} "
-                "edges, or the same counts with other edges): build a sampler for this graph"
-            )
+        """Refuse another graph; follow (training process) or refuse (worker) changed edges.
+
+        A graph object other than the sampler's (a copy, the graph on another device, the
+        one a worker process unpickled) is accepted when it has the same edges and, on a
+        sample of nodes, the same input features: the blocks are built from the sampler's.
+        """
+        if g is not self.g:
+            if graph_structure(g) != graph_structure(self.g):
+                raise ValueError(
+                    f"this OneHopSampler was built for another graph ({self.g.num_nodes()} "
+                    f"nodes, {self.g.num_edges()} edges; given: {g.num_nodes()} nodes, "
+                    f"{g.num_edges()} edges, or the same counts with other edges): build a "
+                    "sampler for this graph"
+                )
+            nodes = torch.linspace(0, g.num_nodes() - 1, min(16, g.num_nodes())).long()
+            for feature in self.features.features:
+                mine = self.g.ndata[feature][nodes.to(self.g.device)]
+                if feature not in g.ndata or not torch.equal(
+                        g.ndata[feature][nodes.to(g.device)].to(mine.device), mine):
+                    raise ValueError(
+                        f"the DataLoader's graph has other g.ndata[{feature!r}] than the graph "
+                        "this OneHopSampler was built for (its blocks read the sampler's): "
+                        "build the sampler for the graph given to the DataLoader"
+                    )
         if graph_structure(self.g) == self._structure:
             return
         if torch.utils.data.get_worker_info() is not None:
@@ -917,6 +934,7 @@ class OneHopSampler(_HookedLayers, BlockSampler):
         """
         if not self.cv_layers:
             return
+        self._check_hooks()  # the pass stops at a layer through its hook
         model = model if model is not None else self.model
         g = self.g
         modules = _layer_list(model)

@@ -283,6 +283,7 @@ def test_writes_that_bypass_the_version_counter_are_followed(write):
                                atol=TOL, rtol=0)
 
 
+@pytest.mark.timeout(120)  # worker processes: never hang the suite
 def test_a_stale_worker_names_update_aggregates_which_fixes_it():
     torch.manual_seed(0)
     g = random_graph()
@@ -301,20 +302,38 @@ def test_a_stale_worker_names_update_aggregates_which_fixes_it():
     torch.testing.assert_close(out, _full(model, g, 2)[output_nodes], atol=TOL, rtol=0)
 
 
-def test_persistent_workers_with_old_features_are_caught_in_the_training_process():
+def _epoch(loader, model, g):
+    full = _full(model, g, 2)
+    for _, output_nodes, blocks in loader:
+        with torch.no_grad():
+            out = model(blocks, blocks[0].srcdata["feat"])
+        torch.testing.assert_close(out, full[output_nodes], atol=TOL, rtol=0)
+
+
+@pytest.mark.timeout(120)  # worker processes: never hang the suite
+def test_persistent_workers_with_old_features_are_caught_and_the_advice_works():
     torch.manual_seed(0)
     g = random_graph()
     model = Model("sage", 2).eval()
     sampler = dgl_mvs.OneHopSampler(g, model, **FEATS)
-    loader = dgl.dataloading.DataLoader(g, torch.arange(64), sampler, batch_size=32,
-                                        num_workers=1, persistent_workers=True)
-    for _, _, blocks in loader:
-        model(blocks, blocks[0].srcdata["feat"])
+    options = dict(batch_size=32, num_workers=1, persistent_workers=True)
+    loader = dgl.dataloading.DataLoader(g, torch.arange(64), sampler, **options)
+    _epoch(loader, model, g)
     g.ndata["feat"] = g.ndata["feat"] * 2.0  # the worker keeps its copy of the old graph
     with pytest.raises(RuntimeError, match=r"persistent_workers=True keeps that copy.*"
-                                           r"share_memory_\(\)"):
-        for _, _, blocks in loader:
-            model(blocks, blocks[0].srcdata["feat"])
+                                           r"update_aggregates\(\).*share_memory_\(\)"):
+        _epoch(loader, model, g)
+    # The advice: shared features, fresh aggregates, a new DataLoader.
+    g.ndata["feat"].share_memory_()
+    sampler.update_aggregates()
+    loader = dgl.dataloading.DataLoader(g, torch.arange(64), sampler, **options)
+    _epoch(loader, model, g)
+    g.ndata["feat"].mul_(0.5)  # in place: the worker sees the rows, not the new aggregates
+    with pytest.raises(RuntimeError, match=r"call sampler.update_aggregates\(\) in the "
+                                           "training process"):
+        _epoch(loader, model, g)
+    sampler.update_aggregates()  # in place: the same workers see it
+    _epoch(loader, model, g)
 
 
 def test_edges_added_in_place_recompute_aggregates_and_snapshot():
@@ -339,7 +358,11 @@ def test_another_graph_is_refused_and_a_copy_accepted():
     with pytest.raises(ValueError, match="built for another graph"):
         dgl_mvs.MVSSampler(other, torch.arange(200), 16, block_sampler=sampler, **FEATS)
     same = dgl.graph(g.edges(), num_nodes=g.num_nodes())
+    same.ndata["feat"] = g.ndata["feat"].clone()
     sampler.blocks(same, torch.arange(4))
+    same.ndata["feat"] = same.ndata["feat"] * 2.0  # same edges, other features
+    with pytest.raises(ValueError, match=r"has other g.ndata\['feat'\] than the graph"):
+        sampler.blocks(same, torch.arange(4))
 
 
 def test_learnable_features_are_refused_and_the_alternative_runs():
@@ -376,6 +399,7 @@ def test_distdgl_rows_standardised_after_add_aggregates_are_refused():
 
 
 # ---------------------------------------------------------------- 4. spawned workers
+@pytest.mark.timeout(120)  # worker processes: never hang the suite
 def test_spawned_workers_give_the_same_batches():
     g = random_graph()
     model = Model("gcn_both", 2)
