@@ -529,11 +529,12 @@ class _HookedLayers:
             )
         if torch.utils.data.get_worker_info() is not None:
             return  # a worker's copy of the model is not the one that runs
-        for index, module in enumerate(self._modules):
+        for module in self._modules:
             if not has_pre_hook(module, onehop_hook):
                 raise RuntimeError(
-                    f"the dgl_mvs hook of layer {index} ({type(module).__name__}) was removed "
-                    "(dgl_mvs.remove_hooks), and its blocks need it: call sampler.attach()"
+                    f"the dgl_mvs hook of the model's {type(module).__name__} layer was removed "
+                    "(dgl_mvs.remove_hooks), and this sampler's blocks need it: call "
+                    "sampler.attach()"
                 )
 
 
