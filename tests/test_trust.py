@@ -91,6 +91,19 @@ def test_tied_layers_are_exact(kind, fanouts):
     torch.testing.assert_close(out, full[seeds], atol=TOL, rtol=0)
 
 
+@pytest.mark.parametrize("kind", ["gcn_both", "gcn_left"])
+def test_a_refresh_in_chunks_is_exact_below_a_layer_that_reads_source_degrees(kind):
+    """The snapshot of layer 2 comes from layer 1 on chunk blocks: rescaled like any block."""
+    torch.manual_seed(0)
+    g = random_graph()
+    model = Model(kind, 3).eval()
+    sampler = dgl_mvs.OneHopSampler(g, model, [-1, 2, 2], **FEATS)
+    sampler.refresh(chunk_size=97)  # chunks smaller than the graph
+    seeds = torch.arange(60)
+    out = _out(model, sampler, g, seeds, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(out, _full(model, g, 3)[seeds], atol=TOL, rtol=0)
+
+
 def test_hooked_model_pickles_and_the_copy_computes_exactly():
     torch.manual_seed(0)
     g = random_graph()
