@@ -35,6 +35,7 @@ from . import (  # noqa: E402, F401
     distgraph,
     distributed,
     draws,
+    hooks,
     keys,
     nn,
     probabilities,
@@ -48,6 +49,7 @@ from .checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from .diagnostics import gradient_variance  # noqa: E402
 from .distgraph import DistMVSSampler, DistOneHopSampler  # noqa: E402
 from .history import History  # noqa: E402
+from .hooks import remove_hooks  # noqa: E402
 from .normalization import gcn_norm, mean_norm  # noqa: E402
 from .onehop import OneHopSampler  # noqa: E402
 from .sampler import MVSSampler  # noqa: E402
@@ -65,6 +67,7 @@ __all__ = [
     "ExactSampler",
     "DistMVSSampler",  # on DistDGL's DistGraph
     "DistOneHopSampler",
+    "remove_hooks",  # of OneHopSampler and History, from a model
     # the history
     "History",
     # the layers

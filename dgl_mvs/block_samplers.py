@@ -297,6 +297,7 @@ def choose_block_samplers(
             prefetch_labels=prefetch_labels, output_device=output_device,
         )
     if isinstance(block_sampler, OneHopSampler):
+        block_sampler._check_graph(g)  # built for this graph (or one with the same edges)
         block_sampler.auto_refresh = False  # refreshed from update_scores, in this process
         return BlockChoice("onehop", block_sampler, None, len(block_sampler.aggregations),
                            block_sampler.fanouts)

@@ -34,13 +34,17 @@ def check_graph(g: object) -> DGLGraph:
     """Raise a clear error unless ``g`` is a homogeneous :class:`dgl.DGLGraph`."""
     if not isinstance(g, DGLGraph):
         raise TypeError(f"expected a dgl.DGLGraph, got {type(g).__name__}")
+    if g.is_block:  # a block has two node types (sources, destinations): say what it is
+        raise ValueError(
+            "expected the full graph, got a block (message flow graph, MFG) with "
+            f"{g.num_src_nodes()} source and {g.num_dst_nodes()} destination nodes: pass "
+            "the graph that the blocks are sampled from"
+        )
     if not g.is_homogeneous:
         raise ValueError(
             "dgl_mvs samples homogeneous graphs only; this graph has node types "
             f"{g.ntypes} and edge types {g.etypes}. Convert it with dgl.to_homogeneous(g)."
         )
-    if g.is_block:
-        raise ValueError("expected the full graph, got a block (MFG)")
     return g
 
 

@@ -36,13 +36,14 @@ from typing import Sequence
 import dgl
 import torch
 from dgl.dataloading import BlockSampler
-from torch import Tensor
+from torch import Tensor, nn
 
 from . import keys
-from .aggregation import FeatureAggregates, aggregate_key, aggregations_of
+from .aggregation import (FeatureAggregates, _layer_list, aggregate_key, aggregations_of,
+                          checksum_key, rows_changed)
 from .distributed import process_group_place, rank_share
 from .draws import systematic_draw
-from .onehop import first_block_layout
+from .onehop import _HookedLayers, check_first_layer, first_block_layout, mark_first_block
 from .probabilities import mvs_probabilities
 from .sampler import _train_ids
 from .schedule import step_generator
@@ -307,10 +308,13 @@ class DistMVSSampler(BlockSampler):
 def add_aggregates(g: dgl.DGLGraph, model: object, features: Sequence[str] = ("feat",)) -> list:
     """Store the first layer's full-graph aggregation of ``features`` in ``g.ndata``.
 
-    Call it on the whole graph before ``dgl.distributed.partition_graph``: the aggregates
-    (``g.ndata["mvs_agg_{kind}_{feature}"]``, one ``update_all``) are partitioned with the other
-    node data, and :class:`DistOneHopSampler` reads them from the ``DistGraph``.  Returns the
-    new keys.
+    Call it on the whole graph before ``dgl.distributed.partition_graph``, after the last
+    change to the features (standardisation, ...): the aggregates
+    (``g.ndata["mvs_agg_{kind}_{feature}"]``, one ``update_all``) and a checksum of every
+    node's feature row (``g.ndata["mvs_agg_check_{kind}_{feature}"]``) are partitioned with
+    the other node data.  :class:`DistOneHopSampler` reads the aggregates from the
+    ``DistGraph`` and refuses rows whose features no longer match their checksum.  Returns
+    the new keys.
 
     Examples
     --------
@@ -320,15 +324,18 @@ def add_aggregates(g: dgl.DGLGraph, model: object, features: Sequence[str] = ("f
     >>> g = dgl.rand_graph(50, 200)
     >>> g.ndata["feat"] = torch.randn(50, 4)
     >>> add_aggregates(g, torch.nn.ModuleList([SAGEConv(4, 8, "mean"), SAGEConv(8, 2, "mean")]))
-    ['mvs_agg_mean_feat']
+    ['mvs_agg_mean_feat', 'mvs_agg_check_mean_feat']
     """
     aggregates = FeatureAggregates(g, features, aggregations_of(model)[0])
+    added = []
     for feature in aggregates.features:  # plain tensors: partition_graph saves them
-        g.ndata[aggregates.key(feature)] = g.ndata[aggregates.key(feature)].clone()
-    return [aggregates.key(f) for f in aggregates.features]
+        for key in (aggregates.key(feature), aggregates.checksum_key(feature)):
+            g.ndata[key] = g.ndata[key].clone()
+            added.append(key)
+    return added
 
 
-class DistOneHopSampler(BlockSampler):
+class DistOneHopSampler(_HookedLayers, BlockSampler):
     """Exact blocks on a :class:`dgl.distributed.DistGraph`, without neighbour explosion below.
 
     The first layer of every node reads two rows: its own features and the full-graph
@@ -337,16 +344,21 @@ class DistOneHopSampler(BlockSampler):
     above take every in-edge of their destinations through DGL's distributed
     ``sample_neighbors``.  A stock ``dgl.nn`` model computes its full-graph output on these
     blocks: for two layers, a batch reaches one hop of nodes.  The sampler fills
-    ``blocks[0].srcdata[feature]``: read the input from there, not from ``g.ndata``.
+    ``blocks[0].srcdata[feature]``: read the input from there, not from ``g.ndata``.  Given
+    the layer modules, it installs :func:`dgl_mvs.onehop.onehop_hook` on them (as
+    :class:`dgl_mvs.OneHopSampler` does: ``x[:num_dst]`` are the raw features for every
+    layer kind, and the first layer's input is checked); every batch's raw rows are checked
+    against the checksums :func:`add_aggregates` stored.
 
     Parameters
     ----------
     g : dgl.distributed.DistGraph
         The distributed graph, whose node data holds :func:`add_aggregates`'s keys.
     model : nn.Module
-        The model (``model.layers`` or a ``ModuleList`` of ``dgl.nn`` layers): its first layer's
-        aggregation names the aggregate; the layers above must aggregate exactly on blocks
-        (``SAGEConv`` mean/gcn, ``GraphConv`` with ``norm`` "none" or "right", ``GINConv``).
+        The model (its layers found as :class:`dgl_mvs.OneHopSampler` finds them) or the list
+        of its layers: its first layer's aggregation names the aggregate; the layers above
+        must aggregate exactly on blocks (``SAGEConv`` mean/gcn, ``GraphConv`` with ``norm``
+        "none" or "right", ``GINConv``).
     features : sequence of str, default ("feat",)
         The input features.
 
@@ -367,7 +379,8 @@ class DistOneHopSampler(BlockSampler):
         if not isinstance(g, dgl.distributed.DistGraph):
             raise TypeError(f"g must be a dgl.distributed.DistGraph, got {type(g).__name__}; "
                             "for a DGLGraph use dgl_mvs.OneHopSampler")
-        self.aggregations = aggregations_of(model)
+        layers = _layer_list(model)
+        self.aggregations = aggregations_of(layers)
         for layer, agg in enumerate(self.aggregations[1:], start=1):
             if not agg.exact_on_blocks:
                 raise ValueError(
@@ -377,6 +390,7 @@ class DistOneHopSampler(BlockSampler):
         self.features = list(features)
         kind = self.aggregations[0].kind
         self._keys = {f: aggregate_key(kind, f) for f in self.features}
+        self._checks = {f: checksum_key(kind, f) for f in self.features}
         missing = [k for f, k in self._keys.items() if f not in g.ndata or k not in g.ndata]
         if missing:
             raise KeyError(
@@ -384,15 +398,30 @@ class DistOneHopSampler(BlockSampler):
                 "dgl_mvs.distgraph.add_aggregates(g, model) on the whole graph before "
                 "dgl.distributed.partition_graph"
             )
+        missing = [k for k in self._checks.values() if k not in g.ndata]
+        if missing:
+            raise KeyError(
+                f"the DistGraph has aggregates but no checksums {missing} (partitioned by an "
+                "older dgl_mvs): call dgl_mvs.distgraph.add_aggregates(g, model) again before "
+                "dgl.distributed.partition_graph"
+            )
         agg = self.aggregations[0]
-        self._pair = agg.self_term and agg.kind != "gcn"  # own row + aggregate row
+        self._own_row = agg.self_term and agg.kind != "gcn"
+        self.hooked = all(isinstance(layer, nn.Module) for layer in layers)
+        self._pair = self._own_row or self.hooked  # own row + aggregate row
         self.num_nodes = g.num_nodes()
+        self._modules = []
+        if self.hooked:
+            check_first_layer(layers[0], [int(g.ndata[f].shape[1]) for f in self.features],
+                              self.features)
+            self._attach_modules(layers)
 
     def sample_blocks(self, g: "dgl.distributed.DistGraph", seed_nodes: Tensor,
                       exclude_eids: Tensor | None = None) -> tuple[Tensor, Tensor, list]:
         if exclude_eids is not None:
             raise ValueError("DistOneHopSampler's first layer aggregates every in-edge: "
                              "edges cannot be excluded")
+        self._check_hooks()
         seeds = torch.as_tensor(seed_nodes)
         blocks, dst = [], seeds
         for _ in range(len(self.aggregations) - 1):  # exact layers, from the top down
@@ -410,8 +439,21 @@ class DistOneHopSampler(BlockSampler):
         block = first_block_layout(dst, self.num_nodes, self._pair, dst.dtype, dst.device)
         for feature, key in self._keys.items():
             agg = g.ndata[key][dst]
-            block.srcdata[feature] = torch.cat([g.ndata[feature][dst], agg.to(
-                g.ndata[feature].dtype)]) if self._pair else agg
+            if not self._pair:
+                block.srcdata[feature] = agg
+                continue
+            raw = g.ndata[feature][dst]
+            changed = rows_changed(raw, g.ndata[self._checks[feature]][dst])
+            if bool(changed.any()):
+                raise ValueError(
+                    f"{int(changed.sum())} of this batch's rows of g.ndata[{feature!r}] differ "
+                    "from the features that add_aggregates aggregated (were they standardised "
+                    "or replaced after it?): call dgl_mvs.distgraph.add_aggregates(g, model) "
+                    "after the last change to the features, then partition the graph again"
+                )
+            block.srcdata[feature] = torch.cat([raw, agg.to(raw.dtype)])
+        if self.hooked:
+            mark_first_block(block, 0, aggregate_only=not self._own_row)
         return block
 
     def __repr__(self) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 import weakref
 from typing import Callable, Sequence
 
@@ -20,6 +21,7 @@ from torch import Tensor, nn
 from . import keys
 from .blocks import check_graph, history_blocks
 from .distributed import gather_rows, process_group_place
+from .hooks import pre_hooks, remove_module_hooks
 from .layer_calls import graph_and_input, with_input
 
 NID = dgl.NID
@@ -29,6 +31,64 @@ __all__ = ["History"]
 
 class _StopForward(Exception):
     """Raised inside a forward pass once a refresh pass has what it needs."""
+
+
+class _PreHook:
+    """A History's forward pre-hook on one layer (an object, so that it can be found)."""
+
+    _dgl_mvs_hook = True
+
+    def __init__(self, history: "History", layer: int):
+        self.history, self.layer = history, layer
+
+    def __call__(self, module, args, kwargs):
+        return self.history._pre_hook(self.layer, module, args, kwargs)
+
+    def __reduce__(self):
+        # A saved model does not carry the graph's histories: it gets a placeholder.
+        return _placeholder, ("pre",)
+
+    def __deepcopy__(self, memo):  # a copied model keeps exchanging with the same History
+        return self
+
+
+class _PostHook(_PreHook):
+    """A History's forward hook: puts back DGL's zero in-degree check after the call."""
+
+    def __call__(self, module, args, output):
+        self.history._restore_flag(module, self.layer)
+
+    def __reduce__(self):
+        return _placeholder, ("post",)
+
+
+def _saved_pre_hook(module, args, kwargs):
+    """Stands for a History's hook in a saved model: refuses history blocks, passes the rest."""
+    block, _, where = graph_and_input(args, kwargs)
+    if where is not None and isinstance(block, DGLGraph) and block.is_block \
+            and keys.FRESH in block.srcdata:
+        raise RuntimeError(
+            f"{type(module).__name__} was saved (or pickled) with a dgl_mvs.History attached, "
+            "and the histories did not come with it: attach a History to the model's layers "
+            "again, dgl_mvs.History(g, widths).attach(model.layers)"
+        )
+    return None
+
+
+def _saved_post_hook(module, args, output):
+    return None
+
+
+_saved_pre_hook._dgl_mvs_hook = True
+_saved_post_hook._dgl_mvs_hook = True
+
+
+def _placeholder(kind: str):
+    return _saved_pre_hook if kind == "pre" else _saved_post_hook
+
+
+def _drop_placeholders(module: nn.Module) -> None:
+    remove_module_hooks(module, lambda h: h is _saved_pre_hook or h is _saved_post_hook)
 
 
 #: Histories whose hooks are installed: samplers check that their graph has one.
@@ -276,6 +336,14 @@ class History:
         are replaced from history: a batch node without in-edges still raises DGL's error.
         Returns the hook handles; :meth:`detach` removes them.
 
+        A layer exchanges with one History at a time: attaching replaces (with a warning) the
+        hooks of another History attached to the same layers, e.g. one built by an earlier
+        run of a notebook cell.  Tied layers (one module at two places of ``layers``) are
+        refused.  A model saved with ``torch.save`` while attached keeps a placeholder hook
+        in place of each History hook (the histories stay with the graph), which refuses
+        history blocks until a History is attached again; ``copy.deepcopy`` keeps the
+        hooks, bound to this History.
+
         Parameters
         ----------
         layers : list[nn.Module]
@@ -288,24 +356,53 @@ class History:
         """
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        self.dropout = dropout
+        layers = list(layers)
         if len(layers) != self.num_layers:
             raise ValueError(
                 f"History was built for {self.num_layers} layers (widths {self.widths}) but "
                 f"{len(layers)} layers were given"
             )
+        for i, module in enumerate(layers):
+            for j in range(i):
+                if layers[j] is module:
+                    raise ValueError(
+                        f"layers {j} and {i} are one module (tied weights): a History keeps "
+                        "one table per layer call and needs one module per layer. Untie them, "
+                        "or use one-hop blocks (dgl_mvs.OneHopSampler), whose hooks serve "
+                        "tied layers"
+                    )
         self.detach()
-        self._layers = list(layers)
+        self._replace_previous(layers)
+        self.dropout = dropout
+        self._layers = layers
         self._refuses_zero_in_degree = [
             not getattr(module, "_allow_zero_in_degree", True) for module in layers
         ]
         for index, module in enumerate(layers):
             self._handles.append(
-                module.register_forward_pre_hook(self._make_hook(index), with_kwargs=True)
+                module.register_forward_pre_hook(_PreHook(self, index), with_kwargs=True)
             )
-            self._handles.append(module.register_forward_hook(self._restore_flag(index)))
+            self._handles.append(module.register_forward_hook(_PostHook(self, index)))
         _ATTACHED.add(self)
         return list(self._handles)
+
+    def _replace_previous(self, layers: Sequence[nn.Module]) -> None:
+        """Remove another History's hooks from ``layers`` (a re-run notebook cell), saying so."""
+        previous = {}
+        for module in layers:
+            for hook in pre_hooks(module):
+                if isinstance(hook, _PreHook) and hook.history is not self:
+                    previous[id(hook.history)] = hook.history
+        for old in previous.values():
+            warnings.warn(
+                "these layers had another dgl_mvs.History attached (a re-run notebook cell?); "
+                "its hooks are removed (old_history.detach()) and this History's installed: "
+                "a layer exchanges with one History at a time",
+                RuntimeWarning, stacklevel=3,
+            )
+            old.detach()
+        for module in layers:  # placeholders left by a saved and loaded model
+            _drop_placeholders(module)
 
     def detach(self) -> None:
         """Remove the hooks installed by :meth:`attach`."""
@@ -347,40 +444,34 @@ class History:
             "layer to accept it."
         )
 
-    def _restore_flag(self, layer: int) -> Callable:
-        def hook(module, args, output):
-            if self._refuses_zero_in_degree and self._refuses_zero_in_degree[layer]:
-                module._allow_zero_in_degree = False
+    def _restore_flag(self, module: nn.Module, layer: int) -> None:
+        if self._refuses_zero_in_degree and self._refuses_zero_in_degree[layer]:
+            module._allow_zero_in_degree = False
 
-        return hook
-
-    def _make_hook(self, layer: int) -> Callable:
-        def hook(module, args, kwargs):
-            block, h_in, where = graph_and_input(args, kwargs)
-            if where is None:
-                return None
-            if layer == 0 and module.training:
-                self.clock += 1
-                self._blocks = {}
-            ours = isinstance(block, DGLGraph) and block.is_block and keys.FRESH in block.srcdata
+    def _pre_hook(self, layer: int, module: nn.Module, args: tuple, kwargs: dict):
+        block, h_in, where = graph_and_input(args, kwargs)
+        if where is None:
+            return None
+        if layer == 0 and module.training:
+            self.clock += 1
+            self._blocks = {}
+        ours = isinstance(block, DGLGraph) and block.is_block and keys.FRESH in block.srcdata
+        if self._refuses_zero_in_degree[layer]:
+            module._allow_zero_in_degree = False  # DGL's own check, unless ours below
+        if ours:
+            self._blocks[layer] = block
+            block._mvs_exchanged = True  # MVSSampler.update_scores checks the hooks ran
+            self._check_zero_in_degree(block, layer)
             if self._refuses_zero_in_degree[layer]:
-                module._allow_zero_in_degree = False  # DGL's own check, unless ours below
-            if ours:
-                self._blocks[layer] = block
-                block._mvs_exchanged = True  # MVSSampler.update_scores checks the hooks ran
-                self._check_zero_in_degree(block, layer)
-                if self._refuses_zero_in_degree[layer]:
-                    # Halo rows have no in-edges by construction; the check above covered the
-                    # rest.  Restored after the call by the forward hook.
-                    module._allow_zero_in_degree = True
-            h = self.exchange(block, h_in, layer)
-            if layer > 0 and self.dropout > 0 and module.training and torch.is_tensor(h):
-                h = nn.functional.dropout(h, self.dropout, training=True)
-            if h is h_in:
-                return None
-            return with_input(args, kwargs, where, h)
-
-        return hook
+                # Halo rows have no in-edges by construction; the check above covered the
+                # rest.  Restored after the call by the forward hook.
+                module._allow_zero_in_degree = True
+        h = self.exchange(block, h_in, layer)
+        if layer > 0 and self.dropout > 0 and module.training and torch.is_tensor(h):
+            h = nn.functional.dropout(h, self.dropout, training=True)
+        if h is h_in:
+            return None
+        return with_input(args, kwargs, where, h)
 
     # ------------------------------------------------------------------ refresh
     @torch.no_grad()

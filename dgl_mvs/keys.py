@@ -55,6 +55,15 @@ SCALE = "mvs_scale"
 PSEUDO = "mvs_pseudo"
 #: ``block.srcdata`` key: the whole layer input of a refresh block, read from the snapshot.
 FILL = "mvs_fill"
+#: ``block.dstdata`` key of a first block whose layer is hooked: the number of the
+#: :class:`dgl_mvs.aggregation.FeatureAggregates` it was built from (0: none in this process).
+FIRST = "mvs_first"
+#: ``block.dstdata`` key, on first blocks of layers without a self term (``GraphConv``,
+#: ``SAGEConv('gcn')``): the hook gives the layer the aggregate rows only.
+AGGREGATE_ONLY = "mvs_aggregate_only"
+#: ``block.dstdata`` key of a refresh pass's marker block: the hook of the layer called on it
+#: stops the forward pass and hands back the layer's input.
+STOP = "mvs_stop"
 
 
 def snapshot_key(layer: int) -> str:

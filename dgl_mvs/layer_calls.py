@@ -29,3 +29,15 @@ def with_input(args: tuple, kwargs: dict, where: str | int, value: Any) -> tuple
     kwargs = dict(kwargs)
     kwargs[where] = value
     return args, kwargs
+
+
+def with_graph(args: tuple, kwargs: dict, value: Any) -> tuple[tuple, dict]:
+    """The call's ``(args, kwargs)`` with the graph (first argument or keyword) replaced."""
+    if args:
+        return (value, *args[1:]), kwargs
+    name = next((n for n in _GRAPH_NAMES if n in kwargs), None)
+    if name is None:
+        return args, kwargs
+    kwargs = dict(kwargs)
+    kwargs[name] = value
+    return args, kwargs

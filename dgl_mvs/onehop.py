@@ -5,10 +5,11 @@ layer first:
 
 * **Layer 0 reads a precomputed aggregate.**  GCN, SAGE-mean and GIN aggregate raw features
   linearly, so ``agg(x)`` is computed once per graph (:class:`dgl_mvs.aggregation.
-  FeatureAggregates`) and every destination of the first block gets one source row carrying
-  its own ``agg(x)_v`` (plus a row carrying ``x_v`` when the layer also reads it: SAGEConv,
-  GINConv).  A stock ``dgl.nn`` layer then computes its exact full-graph output for that node
-  from two rows instead of its neighbourhood.
+  FeatureAggregates`) and every destination of the first block gets a source row carrying
+  its raw ``x_v`` (first, so that ``x[:num_dst]`` are raw features) and one carrying its own
+  ``agg(x)_v``.  A stock ``dgl.nn`` layer then computes its exact full-graph output for that
+  node from two rows instead of its neighbourhood (layers without a self term get the
+  aggregate row alone from the hook).
 * **Layers above are exact** (every in-edge, every source computed fresh; the default where
   degrees are moderate) **or control variates** (VR-GCN: ``s`` sampled neighbours computed
   fresh, the rest of the neighbourhood through a history snapshot ``hbar``), where degrees
@@ -18,17 +19,19 @@ layer first:
   sampled edge carrying ``d_v / s_v * c_uv * h_u``, each scaled by the inverse of what the layer
   multiplies a message by on that block, so that a stock layer's aggregation equals
   ``sum_u c_uv hbar_u + d_v / s_v sum_{sampled u} c_uv (h_u - hbar_u)``, an unbiased estimate of
-  ``sum_u c_uv h_u``.  Forward pre-hooks on the model's layers insert those rows (the
+  ``sum_u c_uv h_u``.  A forward pre-hook on the model's layers inserts those rows (the
   previous layer computes only the distinct fresh nodes); :meth:`OneHopSampler.refresh`
   recomputes ``hbar`` and ``S`` for every node at the current weights (forward only).
 
 With exact layers the gradient of a 2-layer model is the full-graph gradient of the batch's
-loss; no history and no hook is involved.
+loss; no history is involved.  The hook (:func:`onehop_hook`) is one module-level function,
+installed once per layer module: everything it does is read off the block it is called with.
 """
 from __future__ import annotations
 
 import math
 import warnings
+import weakref
 from typing import Callable, Sequence
 
 import dgl
@@ -38,13 +41,16 @@ from dgl.dataloading import BlockSampler
 from torch import Tensor, nn
 
 from . import keys
-from .aggregation import Aggregation, FeatureAggregates, _layer_list, aggregate, aggregations_of
+from .aggregation import (DGL_BLOCKS_HELP, Aggregation, FeatureAggregates, StaleAggregates,
+                          _layer_list, aggregate, aggregations_of, check_input_feature,
+                          live_aggregates, stale_in_worker_message)
 from .blocks import _check_seeds, _in_edge_block, check_edge_weight, check_graph
-from .layer_calls import graph_and_input, with_input
+from .hooks import has_pre_hook, install_pre_hook, remove_pre_hook
+from .layer_calls import graph_and_input, with_graph, with_input
 
 NID, EID = dgl.NID, dgl.EID
 
-__all__ = ["OneHopSampler", "default_fanouts"]
+__all__ = ["OneHopSampler", "default_fanouts", "onehop_hook"]
 
 #: Sampled neighbours per destination on a control-variate layer (VR-GCN used 2).
 CV_FANOUT = 2
@@ -153,22 +159,39 @@ def _first_block(
     aggregation: Aggregation,
     aggregates: FeatureAggregates,
     edge_weight: str | None,
+    hooked: bool = False,
 ) -> dgl.DGLGraph:
     """Layer 0: every destination reads its own precomputed aggregate (and its own row).
 
     Source rows are ``[x_v for v in dst] + [agg(x)_v for v in dst]`` with one edge from the
-    second to the first copy (layers with a self term), or only ``[agg(x)_v]`` with one edge
-    to ``v``.  The aggregate rows' IDs in ``srcdata[dgl.NID]`` are ``num_nodes + v``, so that
-    indexing ``g.ndata`` with ``input_nodes`` fails loudly instead of reading raw features:
-    read the input from ``blocks[0].srcdata``.
+    second to the first copy, so that ``x[:num_dst]`` are the raw features for any layer.  A
+    layer without a self term (``GraphConv``, ``SAGEConv('gcn')``, whose aggregate includes
+    the node itself) gets the aggregate rows alone from :func:`onehop_hook`
+    (``dstdata["mvs_aggregate_only"]``).  Without hooks (``hooked=False``: aggregation names
+    were given) such layers get only ``[agg(x)_v]`` with one edge to ``v``.  The aggregate
+    rows' IDs in ``srcdata[dgl.NID]`` are ``num_nodes + v``, so that indexing ``g.ndata``
+    with ``input_nodes`` fails loudly instead of reading raw features: read the input from
+    ``blocks[0].srcdata``.
     """
-    pair = aggregation.self_term and aggregation.kind != "gcn"
+    own_row = aggregation.self_term and aggregation.kind != "gcn"
+    pair = hooked or own_row
     block = first_block_layout(dst, g.num_nodes(), pair, g.idtype, g.device)
     for feature in aggregates.features:
         block.srcdata[feature] = aggregates.rows(feature, dst, with_features=pair)
     if edge_weight is not None:  # the weights are inside the aggregate already
         block.edata[keys.EDGE_WEIGHTS] = torch.ones(dst.numel(), device=g.device)
+    if hooked:
+        mark_first_block(block, aggregates.number, aggregate_only=not own_row)
     return block
+
+
+def mark_first_block(block: dgl.DGLGraph, number: int, aggregate_only: bool) -> None:
+    """The markers by which :func:`onehop_hook` recognises a (paired) first block."""
+    num = block.num_dst_nodes()
+    block.dstdata[keys.FIRST] = torch.full((num,), number, dtype=torch.int64, device=block.device)
+    if aggregate_only:
+        block.dstdata[keys.AGGREGATE_ONLY] = torch.ones(num, dtype=torch.bool,
+                                                        device=block.device)
 
 
 def _exact_block(
@@ -248,6 +271,32 @@ def _cv_block(
     return block, below
 
 
+def _stop_block(dst: Tensor, edge_weight: str | None) -> dgl.DGLGraph:
+    """A refresh pass's marker block for ``dst`` (see :func:`onehop_hook`)."""
+    num = dst.numel()
+    local = torch.arange(num, device=dst.device, dtype=dst.dtype)
+    block = dgl.create_block((local, local), num_src_nodes=num, num_dst_nodes=num,
+                             idtype=dst.dtype, device=dst.device)
+    block.srcdata[NID] = dst
+    block.dstdata[NID] = dst
+    block.dstdata[keys.STOP] = torch.ones(num, dtype=torch.bool, device=dst.device)
+    if edge_weight is not None:  # models that pass edge_weight=block.edata[...] find it
+        block.edata[keys.EDGE_WEIGHTS] = torch.ones(num, device=dst.device)
+    return block
+
+
+def graph_structure(g: DGLGraph, samples: int = 8) -> tuple:
+    """Node and edge counts and a few in-edge (CSC) entries: cheap, changes with the edges."""
+    num_nodes, num_edges = g.num_nodes(), g.num_edges()
+    if num_edges == 0:
+        return num_nodes, num_edges
+    indptr, indices, _ = _csc(g)
+    at_edges = torch.linspace(0, num_edges - 1, samples, device=indices.device).long()
+    at_nodes = torch.linspace(0, num_nodes, samples, device=indptr.device).long()
+    return (num_nodes, num_edges, tuple(indices[at_edges].tolist()),
+            tuple(indptr[at_nodes].tolist()))
+
+
 def onehop_blocks(
     g: DGLGraph,
     seeds: Tensor,
@@ -256,12 +305,14 @@ def onehop_blocks(
     aggregates: FeatureAggregates,
     edge_weight: str | None = None,
     generator: torch.Generator | None = None,
+    hooked: bool = False,
 ) -> tuple[Tensor, Tensor, list]:
     """The blocks of :class:`OneHopSampler` for ``seeds`` (see the module notes).
 
     ``fanouts[l]`` is ``-1`` for an exact layer and ``s > 0`` for a control-variate layer
     with ``s`` sampled neighbours; ``fanouts[0]`` is ignored (the first layer reads the
-    precomputed aggregate).
+    precomputed aggregate).  ``hooked``: the layers carry :func:`onehop_hook` (see
+    :func:`_first_block`).
     """
     g = check_graph(g)
     seeds = _check_seeds(g, seeds)
@@ -276,70 +327,261 @@ def onehop_blocks(
                 g, dst, layer, fanouts[layer], aggregations[layer], edge_weight, generator
             )
         blocks.insert(0, block)
-    blocks.insert(0, _first_block(g, dst, aggregations[0], aggregates, edge_weight))
+    blocks.insert(0, _first_block(g, dst, aggregations[0], aggregates, edge_weight, hooked))
     return blocks[0].srcdata[NID], seeds, blocks
 
 
 # ---------------------------------------------------------------------------------- hooks
 class _Stop(Exception):
-    """Raised by a hook once a refresh pass has captured the layer input it needs."""
+    """Raised by the hook on a refresh pass's marker block, carrying the layer's input."""
+
+    def __init__(self, captured: Tensor):
+        super().__init__("refresh pass: layer input captured")
+        self.captured = captured
 
 
-class _Exchange:
-    """Forward pre-hooks that fit a layer's input to a control-variate or refresh block.
+def onehop_hook(module: nn.Module, args: tuple, kwargs: dict):
+    """The forward pre-hook of one-hop samplers: fits a layer's input to the block it gets.
 
-    On a control-variate block the layer receives the previous layer's rows (one per distinct
-    node it computed) and gets ``[own rows, pseudo rows, scaled rows of the drawn edges]``.
-    On a refresh block (``srcdata["mvs_fill"]``) every row comes from the snapshot.
+    Stateless: what it does is read off the block, so it is installed once per layer module
+    whatever the number of samplers (a second sampler, a re-run notebook cell), serves a
+    module called at several places of the model (tied layers), pickles with the model, and
+    passes every other graph (full graphs, other samplers' blocks) through untouched.
+
+    * First block (``dstdata["mvs_first"]``): checks that the layer gets the raw features
+      the sampler put in ``srcdata``, and for layers without a self term hands over the
+      aggregate rows alone (``dstdata["mvs_aggregate_only"]``).
+    * Control-variate block (``srcdata["mvs_row"]``): the previous layer's rows become
+      ``[own rows, pseudo rows, scaled rows of the drawn edges]``.
+    * Refresh block (``srcdata["mvs_fill"]``): every row comes from the snapshot.
+    * Exact block of a layer that reads source degrees (``srcdata["mvs_scale"]``): rows are
+      rescaled to the graph's degrees.
+    * Refresh marker (``dstdata["mvs_stop"]``): the forward pass stops, handing back the input.
+    """
+    graph, h, where = graph_and_input(args, kwargs)
+    if where is None or not isinstance(graph, DGLGraph) or not graph.is_block:
+        return None
+    dst = graph.dstdata
+    if keys.STOP in dst:
+        raise _Stop(h[0] if isinstance(h, tuple) else h)
+    if keys.FIRST in dst:
+        return _first_layer_call(module, graph, h, args, kwargs, where)
+    pair = isinstance(h, tuple) and len(h) == 2
+    src_h = h[0] if pair else h
+    if not torch.is_tensor(src_h):
+        return None
+    new = _source_rows(module, graph, src_h)
+    if new is None:
+        return None
+    # The destination rows are the sources' first rows on every dgl_mvs block.
+    return with_input(args, kwargs, where, (new, h[1]) if pair else new)
+
+
+onehop_hook._dgl_mvs_hook = True
+
+
+def _source_rows(module: nn.Module, graph: DGLGraph, h: Tensor) -> Tensor | None:
+    """The input rows a control-variate, refresh or rescaled exact block needs, or None."""
+    src = graph.srcdata
+    new = None
+    if keys.ROW in src:
+        num = graph.num_dst_nodes()
+        rows = src[keys.ROW][2 * num:].to(h.device)
+        scale = src[keys.SCALE][2 * num:].to(device=h.device, dtype=h.dtype)
+        pseudo = graph.dstdata[keys.PSEUDO].to(device=h.device, dtype=h.dtype)
+        if pseudo.shape[1:] != h.shape[1:]:
+            raise ValueError(
+                f"{type(module).__name__} input has width {tuple(h.shape[1:])} but its "
+                f"control-variate history has {tuple(pseudo.shape[1:])}"
+            )
+        return torch.cat([h[:num], pseudo, torch.index_select(h, 0, rows) * scale[:, None]])
+    if keys.FILL in src:
+        new = src[keys.FILL].to(device=h.device, dtype=h.dtype)
+    if keys.SCALE in src:  # exact block of a layer that reads source degrees
+        new = h if new is None else new
+        scale = src[keys.SCALE].to(device=new.device, dtype=new.dtype)
+        new = new * scale.reshape((-1,) + (1,) * (new.dim() - 1))
+    return new
+
+
+def _first_layer_call(module, graph: DGLGraph, h, args: tuple, kwargs: dict, where):
+    """The first layer's call on a first block: check the input, give the aggregate view."""
+    num = graph.num_dst_nodes()
+    pair = isinstance(h, tuple) and len(h) == 2
+    x = h[0] if pair else h
+    if num == 0 or not torch.is_tensor(x):
+        return None
+    _check_raw_input(module, graph, x)
+    aggregates = live_aggregates(int(graph.dstdata[keys.FIRST][0]))
+    if aggregates is not None:  # built by this process's sampler (or its workers)
+        aggregates.check_block(graph)
+    if keys.AGGREGATE_ONLY not in graph.dstdata:
+        return None
+    agg = x[num:]
+    args, kwargs = with_graph(args, kwargs, _aggregate_view(graph))
+    return with_input(args, kwargs, where, (agg, agg[:num]) if pair else agg)
+
+
+def _aggregate_view(block: DGLGraph) -> DGLGraph:
+    """The first block's aggregate rows alone, one edge from each to its node (same edge order)."""
+    num = block.num_dst_nodes()
+    local = torch.arange(num, device=block.device, dtype=block.idtype)
+    view = dgl.create_block((local, local), num_src_nodes=num, num_dst_nodes=num,
+                            idtype=block.idtype, device=block.device)
+    view.srcdata[NID] = block.srcdata[NID][num:]
+    view.dstdata[NID] = block.dstdata[NID]
+    for key, value in block.edata.items():
+        view.edata[key] = value
+    return view
+
+
+def _same_values(x: Tensor, ref: Tensor) -> bool:
+    if x.shape != ref.shape:
+        return False
+    if x.dtype == ref.dtype and x.device == ref.device:
+        if x.data_ptr() == ref.data_ptr() and x.stride() == ref.stride():
+            return True
+        return torch.equal(x, ref)
+    return torch.allclose(x.to(device=ref.device, dtype=ref.dtype), ref, rtol=1e-3, atol=1e-6)
+
+
+def _check_raw_input(module: nn.Module, graph: DGLGraph, x: Tensor) -> None:
+    """The first layer must get the raw features that the sampler put in ``srcdata``.
+
+    Identity (the usual ``blocks[0].srcdata["feat"]``) is free; a copy or a dtype or device
+    conversion is compared by value.  Several features concatenated in ``srcdata`` order are
+    accepted.
+    """
+    feats = [v for k, v in graph.srcdata.items()
+             if k != NID and torch.is_tensor(v) and v.is_floating_point() and v.dim() == 2]
+    if any(x is v for v in feats):
+        return
+    if any(_same_values(x, v) for v in feats):
+        return
+    if len(feats) > 1 and x.dim() == 2 and x.shape[1] == sum(v.shape[1] for v in feats) \
+            and _same_values(x, torch.cat(feats, 1)):
+        return
+    raise ValueError(
+        f"the first layer ({type(module).__name__}) did not get the raw input features of "
+        "its block (blocks[0].srcdata[...]), from which the sampler precomputed its "
+        "neighbour aggregates: the model changes its input before the first GNN layer. "
+        "Likely causes: dropout on the input (nn.Dropout before the first layer; put it "
+        "after), an input projection (nn.Linear before the first layer), or feature "
+        "normalisation inside the model (normalise g.ndata before building the sampler). "
+        "Give the first layer blocks[0].srcdata['feat'] unchanged, or, to keep the model as "
+        "it is, " + DGL_BLOCKS_HELP
+    )
+
+
+class _HookedLayers:
+    """Installs :func:`onehop_hook` on a model's layer modules and owns it there.
+
+    The hook is installed at most once per module, whatever the number of samplers.
+    :meth:`detach` removes it from the modules that no other attached sampler of this
+    process uses; a detached sampler refuses to build blocks until :meth:`attach` is called
+    again.  Usable as a context manager (``with OneHopSampler(...) as sampler:``), which
+    detaches on exit.
     """
 
-    def __init__(self) -> None:
-        self.handles: list = []
-        self.stop_layer: int | None = None
-        self.captured: Tensor | None = None
+    _modules: list
+    attached: bool = False
 
-    def attach(self, layers: Sequence[nn.Module]) -> None:
-        self.detach()
-        for index, module in enumerate(layers):
-            self.handles.append(
-                module.register_forward_pre_hook(self._hook(index), with_kwargs=True)
-            )
+    def _attach_modules(self, layers: Sequence) -> None:
+        self._modules = []
+        for module in layers:
+            if isinstance(module, nn.Module) and all(module is not m for m in self._modules):
+                self._modules.append(module)
+        self.attach()
+
+    def attach(self) -> None:
+        """Install the hook on the layers again (after :meth:`detach` or ``remove_hooks``)."""
+        for module in self._modules:
+            install_pre_hook(module, onehop_hook)
+            _USERS.setdefault(module, weakref.WeakSet()).add(self)
+        self.attached = True
 
     def detach(self) -> None:
-        for handle in self.handles:
-            handle.remove()
-        self.handles = []
+        """Remove the hooks from the layers that no other attached sampler uses; stop sampling.
 
-    def _hook(self, layer: int) -> Callable:
-        def hook(module, args, kwargs):
-            graph, h, where = graph_and_input(args, kwargs)
-            if not isinstance(graph, DGLGraph) or not graph.is_block or not torch.is_tensor(h):
-                return None
-            if self.stop_layer == layer:
-                self.captured = h
-                raise _Stop
-            src = graph.srcdata
-            if keys.FILL in src:
-                new = src[keys.FILL].to(device=h.device, dtype=h.dtype)
-            elif keys.ROW in src:
-                num = graph.num_dst_nodes()
-                rows = src[keys.ROW][2 * num:].to(h.device)
-                scale = src[keys.SCALE][2 * num:].to(device=h.device, dtype=h.dtype)
-                pseudo = graph.dstdata[keys.PSEUDO].to(device=h.device, dtype=h.dtype)
-                if pseudo.shape[1:] != h.shape[1:]:
-                    raise ValueError(
-                        f"layer {layer} input has width {tuple(h.shape[1:])} but its control-"
-                        f"variate history has {tuple(pseudo.shape[1:])}"
-                    )
-                new = torch.cat([h[:num], pseudo, torch.index_select(h, 0, rows) * scale[:, None]])
-            elif keys.SCALE in src:  # exact block of a layer that reads source degrees
-                scale = src[keys.SCALE].to(device=h.device, dtype=h.dtype)
-                new = h * scale.reshape((-1,) + (1,) * (h.dim() - 1))
-            else:
-                return None
-            return with_input(args, kwargs, where, new)
+        Other samplers on the same layers keep working: the hook stays on the modules
+        they use.  :func:`dgl_mvs.remove_hooks` removes every dgl_mvs hook of a model.
+        """
+        for module in self._modules:
+            users = _USERS.get(module)
+            if users is not None:
+                users.discard(self)
+            if not users:
+                remove_pre_hook(module, onehop_hook)
+        self.attached = False
 
-        return hook
+    close = detach
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.detach()
+
+    def _check_hooks(self) -> None:
+        """A detached sampler, or layers whose hooks were removed, build no blocks."""
+        if self._modules and not self.attached:
+            raise RuntimeError(
+                f"this {type(self).__name__} was detached (sampler.detach()); call "
+                "sampler.attach() to use it again"
+            )
+        if torch.utils.data.get_worker_info() is not None:
+            return  # a worker's copy of the model is not the one that runs
+        for module in self._modules:
+            if not has_pre_hook(module, onehop_hook):
+                raise RuntimeError(
+                    f"the dgl_mvs hook of the model's {type(module).__name__} layer was removed "
+                    "(dgl_mvs.remove_hooks), and this sampler's blocks need it: call "
+                    "sampler.attach()"
+                )
+
+
+#: Which samplers of this process use the hook on a module.
+_USERS: "weakref.WeakKeyDictionary[nn.Module, weakref.WeakSet]" = weakref.WeakKeyDictionary()
+
+
+def check_first_layer(layer: object, widths: Sequence[int], features: Sequence[str]) -> None:
+    """Refuse a first layer that cannot be exact on precomputed aggregates of raw features.
+
+    Its input width must be a feature's width (not an input projection's), and it must not
+    drop out its input (``feat_drop``), which would drop the aggregate's rows instead.
+    """
+    name = type(layer).__name__
+    drop = getattr(layer, "feat_drop", None)
+    if isinstance(drop, nn.Dropout) and drop.p > 0:
+        raise ValueError(
+            f"the first layer ({name}) has feat_drop={drop.p}: it would drop entries of the "
+            "precomputed neighbour aggregates, not of the raw features. Set feat_drop=0 on the "
+            "first layer and apply dropout after it (on its output), or " + DGL_BLOCKS_HELP
+        )
+    width = _input_width(layer)
+    if width is None or not widths or width in widths or width == sum(widths):
+        return
+    named = ", ".join(f"g.ndata[{f!r}] has {w}" for f, w in zip(features, widths))
+    raise ValueError(
+        f"the first layer ({name}) takes {width} input features but {named}: the first GNN "
+        "layer must read the raw features, whose neighbour aggregates the sampler "
+        "precomputes. An input projection (nn.Linear) before it cannot be used with one-hop "
+        "blocks: move it after the first layer, or " + DGL_BLOCKS_HELP
+    )
+
+
+def _input_width(layer: object) -> int | None:
+    """The input width a ``dgl.nn`` layer expects, when it says."""
+    for attr in ("_in_src_feats", "_in_feats", "in_feats"):
+        width = getattr(layer, attr, None)
+        if isinstance(width, int):
+            return width
+    apply = getattr(layer, "apply_func", None)  # GINConv
+    if isinstance(apply, nn.Module):
+        for m in apply.modules():
+            if isinstance(m, nn.Linear):
+                return m.in_features
+    return None
 
 
 # ---------------------------------------------------------------------------------- sampler
@@ -353,7 +595,7 @@ def _check_fanouts(fanouts: Sequence[int], num_layers: int) -> list[int]:
     return fanouts
 
 
-class OneHopSampler(BlockSampler):
+class OneHopSampler(_HookedLayers, BlockSampler):
     """Exact mini-batch blocks at one-hop cost, for stock ``dgl.nn`` GCN, SAGE and GIN models.
 
     The first layer reads each node's precomputed aggregation of the raw features (computed
@@ -375,8 +617,12 @@ class OneHopSampler(BlockSampler):
         (``"mean"``, ``"sum"``, ``"both"``, ``"left"``, ``"gcn"``).  Each layer's aggregation
         is read from it (:func:`dgl_mvs.aggregation.aggregation_of`): ``SAGEConv`` ('mean',
         'gcn'), ``GraphConv`` (any norm) and ``GINConv`` ('sum', 'mean').  Control-variate
-        layers need the model itself (to refresh the snapshot) and install forward pre-hooks
-        on its layers.
+        layers need the model itself (to refresh the snapshot).  The layers are
+        ``model.layers`` when the model has it, else the ``dgl.nn`` convolutions among its
+        submodules in registration order (``self.conv1``, ``self.conv2``, or
+        ``self.gat_layers``); list tied layers (one module called twice) in
+        ``model.layers``.  Given modules, the sampler installs :func:`onehop_hook` on them
+        (see the notes).
     fanouts : list[int], optional
         Per layer, first layer first: ``-1`` exact, ``s > 0`` control variates with ``s``
         sampled neighbours (the first entry is ignored).  Default: the cost rule of
@@ -401,15 +647,47 @@ class OneHopSampler(BlockSampler):
 
     Notes
     -----
-    * Read the input as ``blocks[0].srcdata["feat"]`` (DGL's examples do).  ``input_nodes``
-      numbers the aggregate rows ``num_nodes + v``, so indexing ``g.ndata`` with it fails.
-    * Dropout on the raw input features (``SAGEConv(feat_drop=...)`` on the first layer)
-      drops the aggregated features instead: move it after the first layer.
+    * Read the input as ``blocks[0].srcdata["feat"]`` (DGL's examples do) and give it to the
+      first GNN layer unchanged: ``x[:num_dst]`` are the raw features of the first block's
+      destinations (for a skip connection), ``x[num_dst:]`` their precomputed aggregates.
+      ``input_nodes`` numbers the aggregate rows ``num_nodes + v``, so indexing ``g.ndata``
+      with it fails.
+    * **The first layer's input** is checked: at construction its input width against the
+      features' (an input projection before it is refused) and ``feat_drop`` (refused: it
+      would drop aggregate entries); at run time, the hook refuses an input other than the
+      block's raw features (dropout on the input, an input projection of the same width,
+      normalisation inside the model).  Not detected: a model that transforms the input
+      and calls the first layer on something computed without it, or a first layer whose
+      hook was removed.
+    * **Hooks.**  :func:`onehop_hook` is installed once per layer module, whatever the number
+      of samplers (a validation sampler next to :class:`dgl_mvs.MVSSampler`, a re-run
+      notebook cell) or of places the module is called from (tied layers).  It is
+      stateless, harmless on other graphs, and pickles with the model (``torch.save``,
+      ``spawn`` workers).  :meth:`detach` (or leaving a ``with`` block) removes it from the
+      modules that no other attached sampler uses; :func:`dgl_mvs.remove_hooks` removes
+      every dgl_mvs hook of a model; a sampler whose hooks are gone refuses to build blocks
+      until :meth:`attach`.  Given aggregation names instead of modules, no hook is
+      installed, and layers without a self term get only the aggregate rows (no raw rows,
+      no input check).
+    * **Changed data.**  Per batch: features replaced or written through torch (version
+      counter), and every raw row the first block reads (checksums, which also catch writes
+      through ``.data`` or ``.numpy()``), are followed by recomputing the aggregates in
+      place and building the batch again; edges added or removed in place (count and a
+      sample of the in-edge lists) recompute the aggregates and the control-variate
+      snapshot; a DataLoader given another graph (other edges) is refused.  In a DataLoader
+      worker these are errors naming :meth:`update_aggregates` (a worker cannot recompute
+      for the training process); rows built by a worker that kept an old copy of the
+      features are caught in the training process by the first layer's hook (a sample of
+      the batch's rows).  Not detected: changes below the checksum's tolerance (about
+      ``1e-4`` of a row's norm), changes to nodes outside every first block read so far,
+      edge weights written without the version counter, and edges changed after worker
+      processes copied the graph.
     * ``GraphConv(norm="both")`` (and ``"left"``) read source out-degrees from the block, not
-      the graph.  On exact layers the sampler rescales each source row by
-      ``sqrt(block degree / graph degree)`` through a forward pre-hook it installs on the
-      layer (so pass the layer modules, not names); ``norm="none"`` with full-graph weights
-      (``edge_weight="w"``, ``g.edata["w"] = dgl_mvs.gcn_norm(g)``) needs no hook.
+      the graph.  On exact layers the hook rescales each source row by
+      ``sqrt(block degree / graph degree)`` (so pass the layer modules, not names);
+      ``norm="none"`` with full-graph weights (``edge_weight="w"``,
+      ``g.edata["w"] = dgl_mvs.gcn_norm(g)``) needs no rescaling.
+    * Works in DataLoader workers started with ``fork``, ``spawn`` or ``forkserver``.
 
     Examples
     --------
@@ -433,6 +711,13 @@ class OneHopSampler(BlockSampler):
     >>> input_nodes, output_nodes, blocks = next(iter(loader))
     >>> model(blocks, blocks[0].srcdata["feat"]).shape
     torch.Size([32, 3])
+
+    A second sampler on the same model shares its hooks and removes none that the first uses:
+
+    >>> with dgl_mvs.OneHopSampler(g, model, prefetch_node_feats=["feat"]) as other:
+    ...     _, _, blocks = other.blocks(g, torch.arange(10))
+    >>> [len(layer._forward_pre_hooks) for layer in model.layers]
+    [1, 1]
     """
 
     def __init__(
@@ -462,7 +747,8 @@ class OneHopSampler(BlockSampler):
         # The input features are set by the sampler (aggregated), never fetched lazily.
         super().__init__(None, prefetch_labels, None, output_device)
         self.g = check_graph(g)
-        self.aggregations = aggregations_of(model)
+        layers = _layer_list(model)
+        self.aggregations = aggregations_of(layers)
         num_layers = len(self.aggregations)
         self.fanouts = (
             default_fanouts(g, num_layers) if fanouts is None
@@ -479,16 +765,20 @@ class OneHopSampler(BlockSampler):
                     "aggregation, which control variates do not cover: make it exact "
                     f"(fanouts[{layer}] = -1) or use SAGEConv('mean')"
                 )
-        self.features = FeatureAggregates(
-            g, list(prefetch_node_feats), self.aggregations[0], edge_weight
-        )
+        features = list(prefetch_node_feats)
+        for feature in features:
+            check_input_feature(g, feature)
+        # Hooks go on the layer modules (all of them, once each); names get none.
+        self.hooked = all(isinstance(layer, nn.Module) for layer in layers)
+        if self.hooked:
+            check_first_layer(layers[0], [g.ndata[f].shape[1] for f in features], features)
+        self.features = FeatureAggregates(g, features, self.aggregations[0], edge_weight)
         self.cv_layers = [layer for layer in range(1, num_layers) if self.fanouts[layer] > 0]
-        # Layers whose blocks give each edge its own source row need the exchange hooks.
-        hooked = [
+        # Layers whose blocks give each edge its own source row need the hooks.
+        needs_hooks = [
             layer for layer in range(1, num_layers)
             if self.fanouts[layer] > 0 or not self.aggregations[layer].exact_on_blocks
         ]
-        self._exchange = _Exchange()
         self._stored: dict[str, int] = {}  # data_ptr of the snapshot tensors this sampler made
         self.model = None
         self._since_refresh = 0
@@ -500,22 +790,25 @@ class OneHopSampler(BlockSampler):
         # that it cannot refresh it (see sample_blocks).
         self._snapshot_step = torch.full((1,), -1, dtype=torch.int64).share_memory_()
         self._worker_warned = torch.zeros(1, dtype=torch.int64).share_memory_()
-        if self.cv_layers and not isinstance(model, nn.Module):
+        self._structure = graph_structure(g)  # what the aggregates and snapshot were built on
+        if self.cv_layers and (not isinstance(model, nn.Module)
+                               or isinstance(model, (nn.ModuleList, nn.Sequential))):
             raise ValueError(
                 f"control-variate layers {self.cv_layers} need the model itself (called as "
-                "model(blocks, x), with its layers in model.layers) to refresh their "
-                "histories; pass the model, or fanouts=[-1, ...] for exact layers"
+                "model(blocks, x)) to refresh their histories, not a list of its layers or "
+                "aggregation names; pass the model, or fanouts=[-1, ...] for exact layers"
             )
-        if hooked:
-            layers = _layer_list(model)
-            if not all(isinstance(layer, nn.Module) for layer in layers):
-                raise ValueError(
-                    f"layers {hooked} read source degrees (GraphConv(norm='both'/'left')) or "
-                    "use control variates, which needs hooks on the layer modules: pass the "
-                    "model or its layers, not aggregation names"
-                )
-            self.model = model if isinstance(model, nn.Module) and callable(model) else None
-            self._exchange.attach(layers)
+        if needs_hooks and not self.hooked:
+            raise ValueError(
+                f"layers {needs_hooks} read source degrees (GraphConv(norm='both'/'left')) or "
+                "use control variates, which needs hooks on the layer modules: pass the "
+                "model or its layers, not aggregation names"
+            )
+        self._modules = []
+        if self.hooked:
+            self.model = model if isinstance(model, nn.Module) and callable(model) \
+                and not isinstance(model, (nn.ModuleList, nn.Sequential)) else None
+            self._attach_modules(layers)
         if self.cv_layers:
             self.refresh()
 
@@ -575,17 +868,72 @@ class OneHopSampler(BlockSampler):
                 "OneHopSampler cannot exclude edges: its first layer reads aggregates over "
                 "every edge of the graph. Use dgl.dataloading.NeighborSampler for edge tasks"
             )
-        if g is not self.g and g.num_nodes() != self.g.num_nodes():
-            raise ValueError("OneHopSampler was built for another graph")
+        self._check_hooks()
+        self._check_graph(g)
         self.features.check()
+        state = generator.get_state() if generator is not None else None
+        try:
+            return self._build(seed_nodes, generator)
+        except StaleAggregates as err:
+            if torch.utils.data.get_worker_info() is not None:
+                raise RuntimeError(stale_in_worker_message([err.feature])) from None
+        # Written without torch's version counter (.data, .numpy()): recompute, draw again.
+        self.features.update(force=True)
+        if generator is not None:
+            generator.set_state(state)
+        return self._build(seed_nodes, generator)
+
+    def _build(self, seed_nodes: Tensor, generator: torch.Generator | None):
         return onehop_blocks(
             self.g, seed_nodes.to(self.g.device), self.aggregations, self.fanouts,
-            self.features, self.edge_weight, generator,
+            self.features, self.edge_weight, generator, hooked=self.hooked,
         )
 
+    def _check_graph(self, g: DGLGraph) -> None:
+        """Refuse another graph; follow (training process) or refuse (worker) changed edges.
+
+        A graph object other than the sampler's (a copy, the graph on another device, the
+        one a worker process unpickled) is accepted when it has the same edges and, on a
+        sample of nodes, the same input features: the blocks are built from the sampler's.
+        """
+        if g is not self.g:
+            if graph_structure(g) != graph_structure(self.g):
+                raise ValueError(
+                    f"this OneHopSampler was built for another graph ({self.g.num_nodes()} "
+                    f"nodes, {self.g.num_edges()} edges; given: {g.num_nodes()} nodes, "
+                    f"{g.num_edges()} edges, or the same counts with other edges): build a "
+                    "sampler for this graph"
+                )
+            nodes = torch.linspace(0, g.num_nodes() - 1, min(16, g.num_nodes())).long()
+            for feature in self.features.features:
+                mine = self.g.ndata[feature][nodes.to(self.g.device)]
+                if feature not in g.ndata or not torch.equal(
+                        g.ndata[feature][nodes.to(g.device)].to(mine.device), mine):
+                    raise ValueError(
+                        f"the DataLoader's graph has other g.ndata[{feature!r}] than the graph "
+                        "this OneHopSampler was built for (its blocks read the sampler's): "
+                        "build the sampler for the graph given to the DataLoader"
+                    )
+        if graph_structure(self.g) == self._structure:
+            return
+        if torch.utils.data.get_worker_info() is not None:
+            raise RuntimeError(stale_in_worker_message(self.features.features))
+        self.update_aggregates()
+
     def update_aggregates(self) -> None:
-        """Recompute the first layer's aggregates after changing input features or weights."""
-        self.features.update()
+        """Recompute the first layer's aggregates after changing input features, edges or weights.
+
+        Changes are also found by themselves (see :class:`dgl_mvs.aggregation.
+        FeatureAggregates`); call it in the training process before iterating a DataLoader
+        with worker processes, which cannot recompute for it.  After edges were added or
+        removed (``g.add_edges``) the control-variate snapshot is recomputed as well.
+        """
+        self.features.update(force=True)
+        structure = graph_structure(self.g)
+        if structure != self._structure:
+            self._structure = structure
+            if self.cv_layers:
+                self.refresh()
 
     # ------------------------------------------------------------------ snapshot
     def refresh_period(self, seeds_per_step: int) -> int:
@@ -659,6 +1007,7 @@ class OneHopSampler(BlockSampler):
         """
         if not self.cv_layers:
             return
+        self._check_hooks()  # the pass stops at a layer through its hook
         model = model if model is not None else self.model
         g = self.g
         modules = _layer_list(model)
@@ -674,22 +1023,19 @@ class OneHopSampler(BlockSampler):
         try:
             for layer in range(1, max(self.cv_layers) + 1):
                 parts = []
-                self._exchange.stop_layer = layer
                 for chunk in nodes.split(chunk_size):
                     blocks = self._refresh_blocks(chunk, layer, num_layers)
                     blocks = [b.to(device) for b in blocks]
                     x = blocks[0].srcdata[self.features.features[0]]
                     try:
                         model(blocks, x)
-                    except _Stop:
-                        parts.append(self._exchange.captured.to(g.device))
+                    except _Stop as stop:  # raised by the hook of layer `layer`
+                        parts.append(stop.captured.to(g.device))
                     else:
                         raise RuntimeError("the model did not call its layers in order")
                 hbar = torch.cat(parts)
                 self._store(layer, hbar)
         finally:
-            self._exchange.stop_layer = None
-            self._exchange.captured = None
             for m, mode in zip(modules, modes):
                 m.train(mode)
             if was is not None:
@@ -698,18 +1044,24 @@ class OneHopSampler(BlockSampler):
         self.refreshed += 1
 
     def _refresh_blocks(self, chunk: Tensor, layer: int, num_layers: int) -> list:
-        """Blocks under which layer ``layer``'s input for ``chunk`` comes out exactly."""
+        """Blocks under which layer ``layer``'s input for ``chunk`` comes out exactly.
+
+        Layer ``layer`` gets a marker block, on which its hook stops the pass.
+        """
         g = self.g
+        stop = [_stop_block(chunk, self.edge_weight)] * (num_layers - layer)
         if layer == 1:
-            first = _first_block(g, chunk, self.aggregations[0], self.features, self.edge_weight)
-            return [first] * num_layers
+            first = _first_block(g, chunk, self.aggregations[0], self.features,
+                                 self.edge_weight, self.hooked)
+            return [first] + stop
         # Layers below `layer - 1` run on empty blocks; layer - 1 reads hbar_{layer - 1}.
-        block = _exact_block(g, chunk, self.edge_weight)
+        block = _exact_block(g, chunk, self.edge_weight, self.aggregations[layer - 1])
         block.srcdata[keys.FILL] = g.ndata[keys.snapshot_key(layer - 1)][
             block.srcdata[NID].long()
         ]
-        empty = _first_block(g, chunk[:0], self.aggregations[0], self.features, self.edge_weight)
-        return [empty] * (layer - 1) + [block] * (num_layers - layer + 1)
+        empty = _first_block(g, chunk[:0], self.aggregations[0], self.features,
+                             self.edge_weight, self.hooked)
+        return [empty] * (layer - 1) + [block] + stop
 
     def _store(self, layer: int, hbar: Tensor) -> None:
         g = self.g

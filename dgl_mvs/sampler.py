@@ -1016,6 +1016,20 @@ class MVSSampler(BlockSampler):
             prefetch_labels=self.prefetch_labels,
         )
 
+    def update_aggregates(self) -> None:
+        """Recompute the one-hop blocks' precomputed first-layer aggregates.
+
+        Call it in the training process after changing input features, edges or edge
+        weights, before iterating a DataLoader with worker processes (see
+        :meth:`dgl_mvs.OneHopSampler.update_aggregates`).
+        """
+        if not isinstance(self.block_sampler, OneHopSampler):
+            raise ValueError(
+                f"block_sampler={self.block_kind!r} precomputes no aggregates: only one-hop "
+                "blocks (the default) do, and they are the ones update_aggregates recomputes"
+            )
+        self.block_sampler.update_aggregates()
+
     def _draw_step(self, step: int) -> tuple[Tensor, Tensor]:
         """Seeds and Horvitz-Thompson weights of global step ``step``."""
         interval = self.schedule.interval_of(step)

@@ -21,7 +21,7 @@ _KEEP = []  # histories stay attached as long as the tests run
 
 def attach_history(g, num_layers=2):
     """History blocks are for models with an attached History: give the graph one."""
-    layers = torch.nn.ModuleList([SAGEConv(12, 8, "mean")] * num_layers)
+    layers = torch.nn.ModuleList([SAGEConv(12, 8, "mean") for _ in range(num_layers)])
     history = dgl_mvs.History(g, [8] * (num_layers - 1))
     history.attach(layers)
     _KEEP.append((history, layers))

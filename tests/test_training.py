@@ -111,7 +111,7 @@ def test_example_gat_needs_other_blocks():
         "--dataset", "synthetic", "--num-nodes", "300", "--model", "gat", "--sampler", "mvs",
         "--epochs", "1", "--quiet",
     ])
-    with pytest.raises(ValueError, match="attention.*blocks='history'"):
+    with pytest.raises(ValueError, match="attention.*block_sampler='history'"):
         compare_samplers.run(args)
 
 
