@@ -427,15 +427,23 @@ def test_spawned_workers_give_the_same_batches():
         assert torch.equal(blocks[1].srcdata[dgl.NID], expected[1].srcdata[dgl.NID])
         seen.append(output_nodes)
     assert torch.equal(torch.sort(torch.cat(seen)).values, torch.arange(96))
-    mvs = dgl_mvs.MVSSampler(g, torch.arange(200), 32, model=Model("sage", 2), **FEATS)
     batches = {}
-    for workers in (0, 2):
+    for workers in (0, 2):  # two samplers with one seed: one run each, as a user would
+        torch.manual_seed(0)
+        sage = Model("sage", 2)
+        mvs = dgl_mvs.MVSSampler(g, torch.arange(200), 32, model=sage, seed=3, **FEATS)
         mvs.set_epoch(0)
         extra = {"multiprocessing_context": "spawn"} if workers else {}
         loader = dgl.dataloading.DataLoader(g, mvs.step_ids(), mvs, num_workers=workers,
                                             **extra)
-        batches[workers] = [(o, b[0].srcdata["feat"], b[-1].dstdata["mvs_weight"])
-                            for _, o, b in loader]
+        batches[workers] = []
+        for _, o, b in loader:
+            batches[workers].append((o, b[0].srcdata["feat"], b[-1].dstdata["mvs_weight"]))
+            with torch.no_grad():
+                logits = sage(b, b[0].srcdata["feat"])
+            # Workers draw each interval from the probabilities update_scores publishes.
+            mvs.update_scores(b, dgl_mvs.cross_entropy_grad_norm(logits,
+                                                                 b[-1].dstdata["label"]))
     assert len(batches[0]) == len(batches[2]) == mvs.steps_per_epoch
     for mine, theirs in zip(batches[0], batches[2]):
         assert all(torch.equal(a, b) for a, b in zip(mine, theirs))
@@ -472,11 +480,13 @@ def test_layers_are_found_where_dgls_examples_keep_them():
     sampler = dgl_mvs.OneHopSampler(g, model, [-1, 2], **FEATS)
     out = _out(model, sampler, g, torch.arange(40), torch.Generator().manual_seed(0))
     torch.testing.assert_close(out, _full(model, g, 2)[:40], atol=TOL, rtol=0)
-    for build in (lambda: dgl_mvs.OneHopSampler(g, GAT(), **FEATS),
-                  lambda: dgl_mvs.MVSSampler(g, torch.arange(200), 16, model=GAT(), **FEATS)):
-        with pytest.raises(ValueError, match=r"^GATConv weighs neighbours by attention.*"
-                                             r"block_sampler='history'"):
-            build()
+    with pytest.raises(ValueError, match=r"^GATConv weighs neighbours by attention.*"
+                                         r"block_sampler='history'"):
+        dgl_mvs.OneHopSampler(g, GAT(), **FEATS)
+    # MVSSampler's default falls back to DGL's blocks for attention layers, and says so.
+    with pytest.warns(UserWarning, match="GATConv"):
+        sampler = dgl_mvs.MVSSampler(g, torch.arange(200), 16, model=GAT(), **FEATS)
+    assert isinstance(sampler.block_sampler, dgl.dataloading.NeighborSampler)
     with pytest.raises(ValueError, match="found no graph convolution.*self.layers"):
         dgl_mvs.OneHopSampler(g, nn.Module(), **FEATS)
 
