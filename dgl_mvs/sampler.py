@@ -94,6 +94,11 @@ DDP_TIMEOUT = 30.0
 WORKER_TIMEOUT = 600.0
 #: A worker that has waited this long says so on stderr (once).
 WORKER_NOTICE = 30.0
+#: Under ``torch.distributed``, with the default ``score_timeout``: a worker also gives up
+#: when the training process has been outside ``update_scores`` this long while it waits.
+#: Ranks run in lockstep, so a healthy training process comes back to ``update_scores``
+#: within a step; one that does not has skipped it, and the job must fail fast on every rank.
+DDP_WORKER_IDLE = 40.0
 
 
 def default_seed() -> int:
@@ -236,9 +241,9 @@ class MVSSampler(BlockSampler):
     that waits longer than ``ddp_timeout`` for the others (one skipped :meth:`update_scores`,
     or stopped) raises :class:`dgl_mvs.distributed.ExchangeError` naming the cause; a rank
     that skipped :meth:`update_scores` says so when it draws its next step (with DataLoader
-    workers it cannot: its workers wait for what that call publishes, up to
-    ``score_timeout``, unless the launcher stops every rank when one fails, as ``torchrun``
-    and ``torch.multiprocessing.spawn`` do).  Histories
+    workers, its worker waiting for what that call publishes raises once the training process
+    has stayed out of :meth:`update_scores` for ``DDP_WORKER_IDLE`` = 40 s, unless
+    ``score_timeout`` was given).  Histories
     (:class:`dgl_mvs.History`) are exchanged after each step (:meth:`dgl_mvs.History.sync`);
     one-hop control-variate snapshots are recomputed from the (identical) weights on every
     rank.  Ranks whose global draws differ anyway are refused with a RuntimeError at the
@@ -517,6 +522,10 @@ class MVSSampler(BlockSampler):
         self._configured_mix = None if self.adaptive_mix else float(uniform_mix)
         self.edge_weight = edge_weight
         self.score_timeout = _timeout("score_timeout", score_timeout, allow_zero=True)
+        self._idle_limit = score_timeout is None  # the DDP rule of DDP_WORKER_IDLE applies
+        # Shared with workers: [inside update_scores, time.monotonic() when it last returned].
+        self._activity = torch.tensor([0.0, time.monotonic()],
+                                      dtype=torch.float64).share_memory_()
         self.ddp_timeout = _timeout("ddp_timeout", ddp_timeout)
         if score_every is not None and (
             isinstance(score_every, bool) or not isinstance(score_every, int) or score_every < 0
@@ -757,10 +766,22 @@ class MVSSampler(BlockSampler):
         ``what`` is published by the training process at the end of step ``publisher``.
         """
         value = ready()
-        deadline = time.monotonic() + self.score_timeout
-        notice = time.monotonic() + WORKER_NOTICE
+        started = time.monotonic()
+        deadline = started + self.score_timeout
+        notice = started + WORKER_NOTICE
+        idle = self.world_size > 1 and self._idle_limit
         while value is None:
             now = time.monotonic()
+            busy, last = (float(v) for v in self._activity)
+            if idle and not busy and now - max(started, last) > DDP_WORKER_IDLE:
+                raise RuntimeError(
+                    f"a DataLoader worker waited to draw step {step} for {what}, which the "
+                    f"training process publishes in update_scores at step {publisher}, but "
+                    f"that process has not called update_scores for {DDP_WORKER_IDLE:.0f} s: "
+                    "under torch.distributed every rank must call "
+                    "sampler.update_scores(blocks, scores) after every step (pass "
+                    "score_timeout=... to allow longer pauses between steps)"
+                )
             if now > deadline:
                 raise RuntimeError(
                     f"a DataLoader worker waited {self.score_timeout:.0f} s to draw step {step} "
@@ -1103,6 +1124,14 @@ class MVSSampler(BlockSampler):
             One non-negative score per output node, e.g. from
             :func:`dgl_mvs.cross_entropy_grad_norm`.
         """
+        self._activity[0] = 1.0  # workers waiting for what this call publishes keep waiting
+        try:
+            self._update_scores(blocks, scores)
+        finally:
+            self._activity[1] = time.monotonic()
+            self._activity[0] = 0.0
+
+    def _update_scores(self, blocks: Sequence, scores: Tensor) -> None:
         step = _batch_step(blocks)
         self._check_blocks_are_current(blocks, step)
         if step == self._last_update_call:
