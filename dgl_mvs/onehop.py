@@ -38,6 +38,7 @@ import dgl
 import torch
 from dgl import DGLGraph
 from dgl.dataloading import BlockSampler
+from dgl.nn import GINConv, SAGEConv
 from torch import Tensor, nn
 
 from . import keys
@@ -415,11 +416,21 @@ def _first_layer_call(module, graph: DGLGraph, h, args: tuple, kwargs: dict, whe
     aggregates = live_aggregates(int(graph.dstdata[keys.FIRST][0]))
     if aggregates is not None:  # built by this process's sampler (or its workers)
         aggregates.check_block(graph)
-    if keys.AGGREGATE_ONLY not in graph.dstdata:
-        return None
     agg = x[num:]
+    if keys.AGGREGATE_ONLY in graph.dstdata:
+        args, kwargs = with_graph(args, kwargs, _aggregate_view(graph))
+        return with_input(args, kwargs, where, (agg, agg[:num]) if pair else agg)
+    if not isinstance(module, _PAIR_LAYERS):
+        return None
+    # A layer with a self term gets (aggregate rows, raw rows) on the aggregate view: it
+    # transforms each kind of row with its own weight only (SAGEConv would otherwise put
+    # the raw rows through fc_neigh as well when its input is wider than its output).
     args, kwargs = with_graph(args, kwargs, _aggregate_view(graph))
-    return with_input(args, kwargs, where, (agg, agg[:num]) if pair else agg)
+    return with_input(args, kwargs, where, (agg, h[1] if pair else x[:num]))
+
+
+#: Layers with a self term that take ``(source rows, destination rows)`` as their input.
+_PAIR_LAYERS = (SAGEConv, GINConv)
 
 
 def _aggregate_view(block: DGLGraph) -> DGLGraph:
