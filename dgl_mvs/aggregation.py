@@ -279,7 +279,9 @@ def aggregate(
     if kind == "both":
         in_norm = g.in_degrees().clamp(min=1).to(x.dtype).rsqrt()
     reduce = fn.mean if kind == "mean" else fn.sum
-    cols = max(1, (1 << 26) // max(1, g.num_edges()))  # bounds the per-chunk work and memory
+    # DGL fuses these message functions with the reduction (no per-edge messages), so a
+    # chunk costs its output: at most 2**26 values (256 MB of float32) at a time.
+    cols = max(1, (1 << 26) // max(1, g.num_nodes()))
     chunks = list(range(0, x.shape[1], cols))
     if progress is None:  # a bar when the pass takes more than a moment
         progress = g.num_edges() * x.shape[1] > (1 << 31)

@@ -29,6 +29,7 @@ installed once per layer module: everything it does is read off the block it is 
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 import weakref
@@ -482,6 +483,22 @@ def _check_raw_input(module: nn.Module, graph: DGLGraph, x: Tensor) -> None:
         "Give the first layer blocks[0].srcdata['feat'] unchanged, or, to keep the model as "
         "it is, " + DGL_BLOCKS_HELP
     )
+
+
+@contextlib.contextmanager
+def _eval_mode(model: Callable, default: torch.device):
+    """Every module of ``model`` in eval mode for the block, restored after; yields its device
+    (that of its parameters, else ``default``)."""
+    modules = list(model.modules()) if isinstance(model, nn.Module) else []
+    modes = [m.training for m in modules]
+    for m in modules:
+        m.eval()
+    device = next((p.device for m in modules for p in m.parameters()), None)
+    try:
+        yield device if device is not None else default
+    finally:
+        for m, mode in zip(modules, modes):
+            m.train(mode)
 
 
 class _HookedLayers:
@@ -1007,69 +1024,115 @@ class OneHopSampler(_HookedLayers, BlockSampler):
             self.refresh()
 
     @torch.no_grad()
-    def refresh(self, model: Callable | None = None, chunk_size: int = 16384) -> None:
+    def refresh(self, model: Callable | None = None, chunk_size: int = 16384,
+                logits_of: Tensor | None = None) -> Tensor | None:
         """Recompute the control-variate histories of every node at the current weights.
 
-        Layer by layer: the input of layer ``l`` for all nodes (``hbar_l``, from the
-        precomputed first layer or from ``hbar_{l-1}`` on exact one-hop blocks) and its
-        full-graph aggregation ``S_l`` (one ``update_all``), both in ``g.ndata``.  Forward
-        only, in eval mode (dropout off).  Cost: the first layer on every node, plus one
-        one-hop pass per deeper layer.
+        Layer by layer (:meth:`layer_inputs`): the input of layer ``l`` for all nodes
+        (``hbar_l``) and its full-graph aggregation ``S_l`` (one ``update_all``), both in
+        ``g.ndata``.  Forward only, in eval mode (dropout off).  Cost: the first layer on
+        every node (two rows each, no edge), plus one one-hop pass per deeper layer.
+
+        ``logits_of``: nodes whose model outputs to return from the same pass (the score
+        refresh of :class:`dgl_mvs.MVSSampler` comes almost free with a snapshot refresh).
         """
         if not self.cv_layers:
-            return
+            return None
         self._check_hooks()  # the pass stops at a layer through its hook
-        model = model if model is not None else self.model
+        upto = max(self.cv_layers)
+        if logits_of is not None:
+            upto = max(upto, len(self.aggregations) - 1)
+        inputs = self.layer_inputs(model, upto, chunk_size)
+        for layer in self.cv_layers:
+            self._store(layer, inputs[layer - 1])
+        self._since_refresh = 0
+        self.refreshed += 1
+        if logits_of is None:
+            return None
+        return self.logits(model, logits_of, chunk_size, inputs=inputs)
+
+    @torch.no_grad()
+    def layer_inputs(self, model: Callable | None = None, upto: int | None = None,
+                     chunk_size: int = 16384) -> list[Tensor]:
+        """Every node's input to layers ``1 .. upto`` at the current weights, in eval mode.
+
+        Layer-wise inference, as DGL's examples evaluate, but with the first layer read off
+        the precomputed aggregates (two rows per node, no edge) and each layer above run on
+        exact one-hop blocks over the layer below's outputs; the model's own code between its
+        layers (activations, normalisation) runs as in training, dropout off.  Returns one
+        ``(num_nodes, width)`` tensor per layer on the graph's device.
+        """
+        model = self._inference_model(model)
+        upto = len(self.aggregations) - 1 if upto is None else upto
         g = self.g
-        modules = _layer_list(model)
-        modes = [m.training for m in modules]
-        was = model.training if isinstance(model, nn.Module) else None
-        if isinstance(model, nn.Module):
-            model.eval()
-        for m in modules:
-            m.eval()
-        device = next((p.device for m in modules for p in m.parameters()), g.device)
-        num_layers = len(self.aggregations)
         nodes = torch.arange(g.num_nodes(), device=g.device, dtype=g.idtype)
-        try:
-            for layer in range(1, max(self.cv_layers) + 1):
+        inputs: list[Tensor] = []
+        with _eval_mode(model, g.device) as device:
+            for layer in range(1, upto + 1):
                 parts = []
                 for chunk in nodes.split(chunk_size):
-                    blocks = self._refresh_blocks(chunk, layer, num_layers)
-                    blocks = [b.to(device) for b in blocks]
-                    x = blocks[0].srcdata[self.features.features[0]]
+                    blocks = [b.to(device) for b in self._inference_blocks(chunk, layer, inputs)]
                     try:
-                        model(blocks, x)
+                        model(blocks, blocks[0].srcdata[self.features.features[0]])
                     except _Stop as stop:  # raised by the hook of layer `layer`
                         parts.append(stop.captured.to(g.device))
                     else:
                         raise RuntimeError("the model did not call its layers in order")
-                hbar = torch.cat(parts)
-                self._store(layer, hbar)
-        finally:
-            for m, mode in zip(modules, modes):
-                m.train(mode)
-            if was is not None:
-                model.train(was)
-        self._since_refresh = 0
-        self.refreshed += 1
+                inputs.append(torch.cat(parts))
+        return inputs
 
-    def _refresh_blocks(self, chunk: Tensor, layer: int, num_layers: int) -> list:
+    @torch.no_grad()
+    def logits(self, model: Callable | None = None, nodes: Tensor | None = None,
+               chunk_size: int = 16384, *, inputs: Sequence[Tensor] | None = None) -> Tensor:
+        """The model's outputs for ``nodes`` (default: all) at the current weights, eval mode.
+
+        Exact full-graph outputs, computed layer-wise (:meth:`layer_inputs`) and then the last
+        layer on exact one-hop blocks of ``nodes`` only: cheaper than a full-graph forward,
+        whose first layer aggregates the raw features over every edge.  ``inputs``: the
+        layer inputs of a pass already made.
+        """
+        model = self._inference_model(model)
+        g = self.g
+        num_layers = len(self.aggregations)
+        if nodes is None:
+            nodes = torch.arange(g.num_nodes(), device=g.device, dtype=g.idtype)
+        nodes = _check_seeds(g, torch.as_tensor(nodes).to(g.device))
+        if inputs is None or len(inputs) < num_layers - 1:
+            inputs = self.layer_inputs(model, num_layers - 1, chunk_size)
+        outputs = []
+        with _eval_mode(model, g.device) as device:
+            for chunk in nodes.split(chunk_size):
+                blocks = [b.to(device) for b in self._inference_blocks(chunk, num_layers, inputs)]
+                outputs.append(model(blocks, blocks[0].srcdata[self.features.features[0]]))
+        return torch.cat(outputs) if outputs else torch.zeros(0)
+
+    def _inference_model(self, model: Callable | None) -> Callable:
+        model = model if model is not None else self.model
+        if model is None:
+            raise ValueError(
+                "layer-wise inference runs the model itself (called as model(blocks, x)): "
+                "pass it, e.g. sampler.logits(model)"
+            )
+        self._check_hooks()
+        return model
+
+    def _inference_blocks(self, chunk: Tensor, layer: int, inputs: Sequence[Tensor]) -> list:
         """Blocks under which layer ``layer``'s input for ``chunk`` comes out exactly.
 
-        Layer ``layer`` gets a marker block, on which its hook stops the pass.
+        ``inputs[l - 1]`` holds every node's input of layer ``l`` for the layers below.  A
+        layer below the model's last gets a marker block, on which its hook stops the pass
+        and hands back its input; ``layer == num_layers`` runs the model to its output.
         """
         g = self.g
+        num_layers = len(self.aggregations)
         stop = [_stop_block(chunk, self.edge_weight)] * (num_layers - layer)
         if layer == 1:
             first = _first_block(g, chunk, self.aggregations[0], self.features,
                                  self.edge_weight, self.hooked)
             return [first] + stop
-        # Layers below `layer - 1` run on empty blocks; layer - 1 reads hbar_{layer - 1}.
+        # Layers below `layer - 1` run on empty blocks; layer - 1 reads its input from `inputs`.
         block = _exact_block(g, chunk, self.edge_weight, self.aggregations[layer - 1])
-        block.srcdata[keys.FILL] = g.ndata[keys.snapshot_key(layer - 1)][
-            block.srcdata[NID].long()
-        ]
+        block.srcdata[keys.FILL] = inputs[layer - 2][block.srcdata[NID].long()]
         empty = _first_block(g, chunk[:0], self.aggregations[0], self.features,
                              self.edge_weight, self.hooked)
         return [empty] * (layer - 1) + [block] + stop

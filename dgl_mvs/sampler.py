@@ -684,7 +684,10 @@ class MVSSampler(BlockSampler):
         """
         n = float(self.g.num_nodes())
         reach = min(n, self.train_nids.numel() * self.block_sampler.rows_per_seed())
-        full = self.g.num_nodes() <= FULL_GRAPH_MAX_NODES and n <= 1.5 * reach
+        # Layer-wise one-hop inference holds one layer's input for every node at a time;
+        # a full-graph forward holds all of them, hence its bound.
+        fits = self.block_kind == "onehop" or self.g.num_nodes() <= FULL_GRAPH_MAX_NODES
+        full = fits and n <= 1.5 * reach
         return (n if full else reach), full
 
     def _default_score_every(self) -> int:
@@ -1310,15 +1313,23 @@ class MVSSampler(BlockSampler):
         # The next interval's p reads the new scores (published at its first step - 1).
 
     def _train_logits(self, model: nn.Module, chunk_size: int, nodes: Tensor):
-        """``(nodes, logits)`` for ``nodes``: one full-graph pass, or chunks of blocks.
+        """``(nodes, logits)`` for ``nodes``: one layer-wise pass, or chunks of blocks.
 
-        The choice depends on the whole training set (the same on every rank); the
-        full-graph pass computes every node whatever share of them a rank scores.
+        One-hop blocks: layer-wise inference over the precomputed first layer
+        (:meth:`dgl_mvs.OneHopSampler.logits`: every node's first layer from two rows each,
+        then the last layer on ``nodes``' in-edges), unless the training nodes' own blocks
+        reach fewer rows (:meth:`_refresh_rows`).  Other blocks: a full-graph forward
+        (DGL's), or chunks of blocks on graphs too large for it.  The choice depends on the
+        whole training set (the same on every rank).
         """
         g = self.g
+        _, whole = self._refresh_rows()
+        if whole and self.block_kind == "onehop":
+            yield nodes, self.block_sampler.logits(model, nodes, chunk_size)
+            return
         param = next(model.parameters(), None)
         device = param.device if param is not None else g.device
-        if g.device == device and self._refresh_rows()[1]:
+        if whole and g.device == device:
             with g.local_scope():
                 if self.edge_weight is not None:  # the models read DGL's key
                     g.edata[keys.EDGE_WEIGHTS] = g.edata[self.edge_weight]

@@ -248,3 +248,27 @@ def test_docstring_examples_run():
     for module in (dgl_mvs.onehop, dgl_mvs.sampler, dgl_mvs.aggregation):
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert result.attempted > 0 and result.failed == 0, module.__name__
+
+
+@pytest.mark.parametrize("num_layers", [1, 2, 3])
+@pytest.mark.parametrize("kind", list(LAYERS))
+def test_layerwise_logits_match_full_graph(kind, num_layers):
+    """OneHopSampler.logits: layer-wise inference over the precomputed first layer is the
+    full-graph forward, in eval mode (dropout on in the model, off in the pass), for any
+    subset of nodes, and the model's modes come back as they were."""
+    g, model, sampler, _ = _setup(kind, num_layers, torch.int64, [-1] * num_layers)
+    model.dropout.p = 0.5
+    model.train()
+    nodes = torch.randperm(g.num_nodes())[:50]
+    out = sampler.logits(model, nodes, chunk_size=37)
+    assert model.training and all(m.training for m in model.modules())
+    with torch.no_grad():
+        full = model.eval()([g] * num_layers, g.ndata["feat"])
+    torch.testing.assert_close(out, full[nodes], atol=TOL, rtol=0)
+
+
+def test_refresh_gives_the_logits_of_its_pass():
+    g, model, sampler, full = _setup("sage", 2, torch.int64, [-1, 2])
+    nodes = torch.arange(30)
+    out = sampler.refresh(logits_of=nodes)
+    torch.testing.assert_close(out, full[nodes], atol=TOL, rtol=0)
