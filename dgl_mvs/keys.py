@@ -53,6 +53,10 @@ SCALE = "mvs_scale"
 #: ``block.dstdata`` key: value of each destination's pseudo source row on a control-variate
 #: block (the history part of the control-variate estimator).
 PSEUDO = "mvs_pseudo"
+#: ``block.srcdata`` key on control-variate blocks: the factor of each source row's dropout
+#: noise ``h_u - mu_u`` against its mean part ``mu_u`` (``sqrt(s_v / d_v)`` on drawn rows:
+#: VR-GCN's dropout-aware estimator, see :mod:`dgl_mvs.dropout`).
+NOISE = "mvs_noise"
 #: ``block.srcdata`` key: the whole layer input of a refresh block, read from the snapshot.
 FILL = "mvs_fill"
 #: ``block.dstdata`` key of a first block whose layer is hooked: the number of the

@@ -45,6 +45,8 @@ from .aggregation import (DGL_BLOCKS_HELP, Aggregation, FeatureAggregates, Stale
                           _layer_list, aggregate, aggregations_of, check_input_feature,
                           live_aggregates, stale_in_worker_message)
 from .blocks import _check_seeds, _in_edge_block, check_edge_weight, check_graph
+from .dropout import (dropout_input, dropout_modules, has_dropout_hook, install_dropout_hook,
+                      remove_dropout_hook)
 from .hooks import has_pre_hook, install_pre_hook, remove_pre_hook
 from .layer_calls import graph_and_input, with_graph, with_input
 
@@ -226,8 +228,10 @@ def _cv_block(
 
     Source rows: ``dst`` (fresh, the layer's own rows), one pseudo row per destination, one
     row per drawn edge.  ``srcdata["mvs_row"]`` gives each source row's row in the layer
-    below's output (-1 for pseudo rows), ``srcdata["mvs_scale"]`` its multiplier, and
-    ``dstdata["mvs_pseudo"]`` the pseudo rows' values, computed here from the snapshot.
+    below's output (-1 for pseudo rows), ``srcdata["mvs_scale"]`` its multiplier,
+    ``srcdata["mvs_noise"]`` the factor of its dropout noise (``sqrt(s_v / d_v)`` on drawn
+    rows), and ``dstdata["mvs_pseudo"]`` the pseudo rows' values, computed here from the
+    snapshot.
     """
     num = dst.numel()
     device = g.device
@@ -264,6 +268,11 @@ def _cv_block(
     )
     block.srcdata[keys.SCALE] = torch.cat(
         [torch.ones(num, device=device), torch.zeros(num, device=device), copy_scale.float()]
+    )
+    # CVD: a drawn row's dropout noise enters with sqrt(ratio), not ratio (see dgl_mvs.dropout).
+    block.srcdata[keys.NOISE] = torch.cat(
+        [torch.ones(num, device=device), torch.zeros(num, device=device),
+         ratio[position].rsqrt()]
     )
     block.dstdata[keys.PSEUDO] = pseudo
     if edge_weight is not None:  # the weights are inside the scales
@@ -394,7 +403,7 @@ def _source_rows(module: nn.Module, graph: DGLGraph, h: Tensor) -> Tensor | None
                 f"{type(module).__name__} input has width {tuple(h.shape[1:])} but its "
                 f"control-variate history has {tuple(pseudo.shape[1:])}"
             )
-        return torch.cat([h[:num], pseudo, torch.index_select(h, 0, rows) * scale[:, None]])
+        return torch.cat([h[:num], pseudo, _drawn_rows(graph, h, rows) * scale[:, None]])
     if keys.FILL in src:
         new = src[keys.FILL].to(device=h.device, dtype=h.dtype)
     if keys.SCALE in src:  # exact block of a layer that reads source degrees
@@ -402,6 +411,24 @@ def _source_rows(module: nn.Module, graph: DGLGraph, h: Tensor) -> Tensor | None
         scale = src[keys.SCALE].to(device=new.device, dtype=new.dtype)
         new = new * scale.reshape((-1,) + (1,) * (new.dim() - 1))
     return new
+
+
+def _drawn_rows(graph: DGLGraph, h: Tensor, rows: Tensor) -> Tensor:
+    """The drawn edges' rows of ``h``: ``mu + sqrt(s_v / d_v) (h - mu)`` after a tagged dropout.
+
+    ``h`` the output of a ``torch.nn.Dropout`` carrying :func:`dgl_mvs.dropout.dropout_hook`
+    and ``mu`` its input: times the block's scale ``d_v / s_v * c_uv``, the dropout noise
+    enters with ``sqrt(d_v / s_v)`` (VR-GCN's CVD).  Any other ``h`` (eval mode, functional
+    dropout, no dropout): its rows as they are (plain control variates, also unbiased).
+    """
+    picked = torch.index_select(h, 0, rows)
+    mu = dropout_input(h) if keys.NOISE in graph.srcdata else None
+    if mu is None:
+        return picked
+    num = graph.num_dst_nodes()
+    noise = graph.srcdata[keys.NOISE][2 * num:].to(device=h.device, dtype=h.dtype)
+    return torch.lerp(torch.index_select(mu, 0, rows), picked,
+                      noise.reshape((-1,) + (1,) * (h.dim() - 1)))
 
 
 def _first_layer_call(module, graph: DGLGraph, h, args: tuple, kwargs: dict, where):
@@ -484,6 +511,8 @@ class _HookedLayers:
     """
 
     _modules: list
+    #: The model's ``nn.Dropout`` modules, hooked for dropout-aware control variates.
+    _dropouts: Sequence = ()
     attached: bool = False
 
     def _attach_modules(self, layers: Sequence) -> None:
@@ -497,6 +526,9 @@ class _HookedLayers:
         """Install the hook on the layers again (after :meth:`detach` or ``remove_hooks``)."""
         for module in self._modules:
             install_pre_hook(module, onehop_hook)
+            _USERS.setdefault(module, weakref.WeakSet()).add(self)
+        for module in self._dropouts:
+            install_dropout_hook(module)
             _USERS.setdefault(module, weakref.WeakSet()).add(self)
         self.attached = True
 
@@ -512,6 +544,12 @@ class _HookedLayers:
                 users.discard(self)
             if not users:
                 remove_pre_hook(module, onehop_hook)
+        for module in self._dropouts:
+            users = _USERS.get(module)
+            if users is not None:
+                users.discard(self)
+            if not users:
+                remove_dropout_hook(module)
         self.attached = False
 
     close = detach
@@ -537,6 +575,13 @@ class _HookedLayers:
                     f"the dgl_mvs hook of the model's {type(module).__name__} layer was removed "
                     "(dgl_mvs.remove_hooks), and this sampler's blocks need it: call "
                     "sampler.attach()"
+                )
+        for module in self._dropouts:
+            if not has_dropout_hook(module):
+                raise RuntimeError(
+                    "the dgl_mvs hook of the model's nn.Dropout, which this sampler's "
+                    "control-variate layers read the dropout's input through, was removed "
+                    "(dgl_mvs.remove_hooks): call sampler.attach()"
                 )
 
 
@@ -808,6 +853,8 @@ class OneHopSampler(_HookedLayers, BlockSampler):
         if self.hooked:
             self.model = model if isinstance(model, nn.Module) and callable(model) \
                 and not isinstance(model, (nn.ModuleList, nn.Sequential)) else None
+            if self.cv_layers and self.model is not None:  # dropout-aware control variates
+                self._dropouts = dropout_modules(self.model, layers)
             self._attach_modules(layers)
         if self.cv_layers:
             self.refresh()
