@@ -5,7 +5,8 @@ A stock DGL model applies dropout between its layers itself
 ``h`` only.  VR-GCN's CVD estimator also needs ``mu``, the input of that dropout: with
 ``ratio = d_v / s_v`` it estimates ``sum_u c_uv h_u`` by
 
-    S_v + ratio * sum_{drawn u} c_uv (mu_u - hbar_u) + sqrt(ratio) * sum_{drawn u} c_uv (h_u - mu_u)
+    S_v + ratio * sum_{drawn u} c_uv (mu_u - hbar_u)
+        + sqrt(ratio) * sum_{drawn u} c_uv (h_u - mu_u)
 
 which is unbiased over the neighbour draw and the dropout mask (``E[h_u | mu_u] = mu_u``) and
 whose dropout noise has the variance of the exact layer's (``ratio`` draws of variance
@@ -52,7 +53,7 @@ dropout_hook._dgl_mvs_hook = True
 
 
 def dropout_input(h: Tensor) -> Tensor | None:
-    """``mu`` when ``h`` is a tagged dropout output that neither tensor changed since; else None."""
+    """``mu`` if ``h`` is a tagged dropout output, unchanged since, as is ``mu``; else None."""
     tag = getattr(h, _TAG, None)
     if tag is None:
         return None
