@@ -57,6 +57,9 @@ import bench_training  # noqa: E402
 import dgl_mvs  # noqa: E402
 import dgl_mvs.onehop as onehop  # noqa: E402
 
+#: The clock of step_times and refresh timing (``--clock``).
+CLOCK = time.perf_counter
+
 _VARIANT = re.compile(r"^(exact|default|cvd|cv)(sqrt)?(\d+(?:\.\d+)?)?((?:-[rxe]\d+)*)$")
 
 
@@ -127,11 +130,11 @@ def patched(spec: dict, model_name: str, batch: int, record: dict):
         refresh = made.refresh
 
         def timed_refresh(*a, **k):
-            tick = time.perf_counter()
+            tick = CLOCK()
             try:
                 return refresh(*a, **k)
             finally:
-                record["refresh_s"] += time.perf_counter() - tick
+                record["refresh_s"] += CLOCK() - tick
                 record["refreshes"] += 1
 
         made.refresh = timed_refresh
@@ -170,7 +173,7 @@ def counts_of(spec: dict):
 
 
 def step_times(g, num_classes, dataset, model_name, specs, args) -> list[dict]:
-    """Median milliseconds per training step of each variant, and of one snapshot refresh.
+    """Mean (and median) milliseconds per training step of each variant, and per refresh.
 
     Every round runs one step of each variant in a shuffled order (the same machine load for
     all), from asking the DataLoader for the blocks to the end of ``optimizer.step()``;
@@ -203,7 +206,7 @@ def step_times(g, num_classes, dataset, model_name, specs, args) -> list[dict]:
 
     def step(state):
         with counts_of(state["spec"]):
-            tick = time.perf_counter()
+            tick = CLOCK()
             try:
                 _, _, blocks = next(state["it"])
             except StopIteration:
@@ -214,7 +217,7 @@ def step_times(g, num_classes, dataset, model_name, specs, args) -> list[dict]:
             state["opt"].zero_grad()
             loss.backward()
             state["opt"].step()
-            return time.perf_counter() - tick, x.shape[0]
+            return CLOCK() - tick, x.shape[0]
 
     for r in range(args.step_rounds + 5):
         order = list(states)
@@ -229,18 +232,19 @@ def step_times(g, num_classes, dataset, model_name, specs, args) -> list[dict]:
         refresh = []
         if state["sampler"].cv_layers:
             for _ in range(3):
-                tick = time.perf_counter()
+                tick = CLOCK()
                 state["sampler"].refresh()
-                refresh.append(time.perf_counter() - tick)
+                refresh.append(CLOCK() - tick)
         sampler = state["sampler"]
         steps = math.ceil(train.numel() / args.batch_size)
         period = sampler.refresh_period(args.batch_size)
-        step_ms = 1e3 * statistics.median(state["times"])
+        step_ms = 1e3 * statistics.mean(state["times"])  # hub steps count: the mean
         refresh_ms = 1e3 * statistics.median(refresh) if refresh else 0.0
         per_epoch = steps // period if period else 0
         out.append(dict(
             dataset=dataset, model=model_name, variant=state["spec"]["name"],
-            fanouts=list(sampler.fanouts), step_ms=step_ms, refresh_ms=refresh_ms,
+            fanouts=list(sampler.fanouts), step_ms=step_ms,
+            median_ms=1e3 * statistics.median(state["times"]), refresh_ms=refresh_ms,
             rows_per_step=statistics.mean(state["rows"]), steps_per_epoch=steps,
             refreshes_per_epoch=per_epoch,
             epoch_s=(steps * step_ms + per_epoch * refresh_ms) / 1e3,
@@ -250,7 +254,8 @@ def step_times(g, num_classes, dataset, model_name, specs, args) -> list[dict]:
 
 
 def step_summary(rows) -> str:
-    lines = [f"{'dataset':16s} {'model':6s} {'variant':14s} {'ms/step':>8s} {'x exact':>7s} "
+    lines = [f"{'dataset':16s} {'model':6s} {'variant':14s} {'ms/step':>8s} {'median':>7s} "
+             f"{'x exact':>7s} "
              f"{'rows/step':>9s} {'refresh ms':>10s} {'refr/epoch':>10s} {'s/epoch':>8s} "
              f"{'x exact':>7s}"]
     for dataset, model in dict.fromkeys((r["dataset"], r["model"]) for r in rows):
@@ -259,12 +264,14 @@ def step_summary(rows) -> str:
         for r in group:
             lines.append(
                 f"{dataset:16s} {model:6s} {r['variant']:14s} {r['step_ms']:8.1f} "
+                f"{r.get('median_ms', math.nan):7.1f} "
                 f"{r['step_ms'] / exact['step_ms'] if exact else math.nan:7.2f} "
                 f"{r['rows_per_step']:9.0f} {r['refresh_ms']:10.0f} "
                 f"{r['refreshes_per_epoch']:10d} {r['epoch_s']:8.1f} "
                 f"{r['epoch_s'] / exact['epoch_s'] if exact else math.nan:7.2f}")
-    lines.append("\n'ms/step': median over interleaved rounds (sampling, forward, backward, "
-                 "optimizer step; no refresh); 's/epoch': steps x ms/step + refreshes x "
+    lines.append("\n'ms/step': mean over interleaved rounds (sampling, forward, backward, "
+                 "optimizer step; no refresh; 'median' beside it, which hides the steps "
+                 "with hubs); 's/epoch': steps x ms/step + refreshes x "
                  "refresh ms, the refreshes at OneHopSampler's default period (half the graph's "
                  "nodes of seeds).")
     return "\n".join(lines)
@@ -304,6 +311,10 @@ def parse_args(argv=None):
                    help="override the synthetic mean degree (the dataset is then named "
                         "'<name>@d<degree>' in the results)")
     p.add_argument("--threads", type=int, default=None, help="torch threads")
+    p.add_argument("--clock", choices=["cpu", "wall"], default="wall",
+                   help="cpu: time every run by the process's CPU time (time.process_time), "
+                        "which other processes' load does not inflate; with one thread "
+                        "(--threads 1, OMP_NUM_THREADS=1) it is the run's compute time")
     p.add_argument("--out", default=str(ROOT / "results" / "bench_cvd.json"))
     p.add_argument("--resume", action="store_true", help="keep the runs already in --out")
     p.add_argument("--step-rounds", type=int, default=0,
@@ -330,6 +341,10 @@ def main(argv=None):
                                              avg_degree=args.avg_degree)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.clock == "cpu":  # bench_training times its runs with time.perf_counter
+        bench_training.time = argparse.Namespace(perf_counter=time.process_time)
+    global CLOCK
+    CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     out = Path(args.out)
     if args.step_rounds:
         rows = []

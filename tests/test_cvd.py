@@ -242,3 +242,44 @@ def _saved(model):
     buffer = io.BytesIO()
     torch.save(model, buffer)
     return buffer.getvalue()
+
+
+# ------------------------------------------------------------ the block
+def test_control_variate_block_has_one_estimate_row_per_destination():
+    """The layer sees ``[own rows, estimate rows]`` with one edge each, whatever ``s``: its
+    own weights run on 2 B rows, not on one row per drawn edge."""
+    torch.manual_seed(0)
+    g = _graph("sage")
+    model = Net("sage")
+    sampler = dgl_mvs.OneHopSampler(g, model, [-1, 8], **FEATS)
+    seeds = torch.arange(50)
+    _, _, blocks = sampler.blocks(g, seeds, generator=torch.Generator().manual_seed(0))
+    top = blocks[-1]
+    assert top.num_src_nodes() == 2 * seeds.numel() and top.num_edges() == seeds.numel()
+    assert bool((top.in_degrees() == 1).all())
+    count = top.dstdata[dgl_mvs.keys.DRAWN_COUNT]
+    assert torch.equal(count, g.in_degrees(seeds).clamp(max=8))
+    # The layer below computes the seeds and their distinct drawn neighbours, seeds first.
+    below = blocks[0].dstdata[dgl.NID]
+    assert torch.equal(below[:50], seeds)
+    drawn = top.dstdata[dgl_mvs.keys.DRAWN]
+    taken = torch.arange(drawn.shape[1]) < count[:, None]
+    u, v = g.in_edges(seeds)
+    for i in range(0, 50, 7):  # every drawn row is an in-neighbour of its destination
+        assert set(below[drawn[i][taken[i]]].tolist()) <= set(u[v == seeds[i]].tolist())
+
+
+def test_draws_take_every_edge_up_to_s_and_are_uniform_above():
+    hub = dgl.graph((torch.arange(1, 11), torch.zeros(10, dtype=torch.int64)), num_nodes=11)
+    hub = dgl.add_edges(hub, torch.tensor([0, 2]), torch.tensor([1, 1]))  # node 1: 2 in-edges
+    position, src, _, count = dgl_mvs.onehop._draw_in_edges(hub, torch.tensor([1, 0]), 3, None)
+    assert count.tolist() == [2, 3]
+    assert sorted(src[position == 0].tolist()) == [0, 2]  # d <= s: every in-edge, once
+    gen = torch.Generator().manual_seed(0)
+    seen = torch.zeros(11)
+    trials = 3000
+    for _ in range(trials):
+        position, src, _, _ = dgl_mvs.onehop._draw_in_edges(hub, torch.tensor([0]), 3, gen)
+        seen += torch.bincount(src, minlength=11).float()
+    freq = seen[1:] / (3 * trials)  # with replacement: each neighbour 1/10 of the draws
+    assert (freq - 0.1).abs().max() < 5 * (0.1 * 0.9 / (3 * trials)) ** 0.5
