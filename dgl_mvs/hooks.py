@@ -2,7 +2,9 @@
 
 :class:`dgl_mvs.OneHopSampler` (and :class:`dgl_mvs.distgraph.DistOneHopSampler`) install one
 module-level function, :func:`dgl_mvs.onehop.onehop_hook`, whose work is determined by the
-block it is called with; :class:`dgl_mvs.History` installs hooks bound to itself.  Every one
+block it is called with (and, with control-variate layers, the forward hook
+:func:`dgl_mvs.dropout.dropout_hook` on the model's ``nn.Dropout`` modules);
+:class:`dgl_mvs.History` installs hooks bound to itself.  Every one
 of them carries the attribute ``_dgl_mvs_hook``, by which :func:`remove_hooks` finds them.
 Hooked models pickle (``torch.save(model)``, DataLoader workers started with ``spawn``): the
 one-hop hook is pickled by reference, a History's hooks as inert placeholders (a History
@@ -90,7 +92,8 @@ def remove_hooks(model: nn.Module) -> int:
     if not isinstance(model, nn.Module):
         raise TypeError(f"remove_hooks takes an nn.Module, got {type(model).__name__}")
     modules = list(model.modules())
-    before = sum(is_dgl_mvs_hook(h) for m in modules for h in pre_hooks(m))
+    before = sum(is_dgl_mvs_hook(h) for m in modules
+                 for h in pre_hooks(m) + list(m._forward_hooks.values()))
     histories = {id(h.history): h.history for m in modules for h in pre_hooks(m)
                  if is_dgl_mvs_hook(h) and getattr(h, "history", None) is not None}
     for history in histories.values():

@@ -46,13 +46,24 @@ def history_clock_key(layer: int) -> str:
 
 
 # Blocks of dgl_mvs.OneHopSampler (control-variate layers and snapshot refreshes).
-#: ``block.srcdata`` key: row of the previous layer's output behind each source row (-1: none).
-ROW = "mvs_row"
-#: ``block.srcdata`` key: multiplier of each source row on a control-variate block.
+#: ``block.srcdata`` key: multiplier of each source row of an exact block whose layer reads
+#: source degrees (``GraphConv(norm="both"/"left")``).
 SCALE = "mvs_scale"
-#: ``block.dstdata`` key: value of each destination's pseudo source row on a control-variate
-#: block (the history part of the control-variate estimator).
+#: ``block.dstdata`` key on control-variate blocks: the history part of each destination's
+#: estimate, ``S_v - d_v / s_v * sum_{drawn u} c_uv hbar_u``.
 PSEUDO = "mvs_pseudo"
+#: ``block.dstdata`` key on control-variate blocks: per destination (padded to the largest
+#: ``s_v``), the rows of the layer below's output behind its drawn in-edges.
+DRAWN = "mvs_drawn"
+#: ``block.dstdata`` key on control-variate blocks: the drawn in-edges' weights
+#: ``d_v / s_v * c_uv`` (0 on padding).
+DRAWN_WEIGHT = "mvs_drawn_weight"
+#: ``block.dstdata`` key on control-variate blocks: ``s_v``, the number of drawn in-edges.
+DRAWN_COUNT = "mvs_drawn_count"
+#: ``block.dstdata`` key on control-variate blocks: the factor ``sqrt(s_v / d_v)`` of the
+#: drawn rows' dropout noise ``h_u - mu_u`` against their mean part ``mu_u`` (VR-GCN's
+#: dropout-aware estimator, see :mod:`dgl_mvs.dropout`).
+NOISE = "mvs_noise"
 #: ``block.srcdata`` key: the whole layer input of a refresh block, read from the snapshot.
 FILL = "mvs_fill"
 #: ``block.dstdata`` key of a first block whose layer is hooked: the number of the

@@ -13,15 +13,20 @@ layer first:
 * **Layers above are exact** (every in-edge, every source computed fresh; the default where
   degrees are moderate) **or control variates** (VR-GCN: ``s`` sampled neighbours computed
   fresh, the rest of the neighbourhood through a history snapshot ``hbar``), where degrees
-  are high.  A control-variate block gives each destination ``v`` one "pseudo" source row
-  carrying ``S_v - d_v / s_v * sum_{sampled u} c_uv hbar_u`` (``S = `` the layer's
-  aggregation of ``hbar`` over the whole graph, kept in ``g.ndata``) and one source row per
-  sampled edge carrying ``d_v / s_v * c_uv * h_u``, each scaled by the inverse of what the layer
-  multiplies a message by on that block, so that a stock layer's aggregation equals
-  ``sum_u c_uv hbar_u + d_v / s_v sum_{sampled u} c_uv (h_u - hbar_u)``, an unbiased estimate of
-  ``sum_u c_uv h_u``.  A forward pre-hook on the model's layers inserts those rows (the
-  previous layer computes only the distinct fresh nodes); :meth:`OneHopSampler.refresh`
-  recomputes ``hbar`` and ``S`` for every node at the current weights (forward only).
+  are high.  A control-variate block gives each destination ``v`` its own row and one
+  "estimate" row with one edge to ``v``, which the forward pre-hook fills with
+  ``S_v + d_v / s_v sum_{sampled u} c_uv (h_u - hbar_u)`` (``S = `` the layer's aggregation
+  of ``hbar`` over the whole graph, kept in ``g.ndata``; the sampled part is one sparse
+  product over the drawn edges), an unbiased estimate of ``sum_u c_uv h_u``; a stock layer
+  aggregating one row per destination passes it through unchanged (its normalisation is 1
+  there).  The previous layer computes only the distinct fresh nodes;
+  :meth:`OneHopSampler.refresh` recomputes ``hbar`` and ``S`` for every node at the current
+  weights (forward only).  When the layer's input comes straight out of the model's
+  ``nn.Dropout`` (``h`` after it, ``mu`` before), the sampled part is
+  ``d_v / s_v sum c_uv (mu_u - hbar_u) + sqrt(d_v / s_v) sum c_uv (h_u - mu_u)`` instead
+  (VR-GCN's dropout-aware estimator, :mod:`dgl_mvs.dropout`): unbiased as well, and its
+  dropout noise has the exact layer's variance instead of ``d_v / s_v`` times it.  A forward
+  hook on the model's ``nn.Dropout`` modules hands ``mu`` over.
 
 With exact layers the gradient of a 2-layer model is the full-graph gradient of the batch's
 loss; no history is involved.  The hook (:func:`onehop_hook`) is one module-level function,
@@ -47,6 +52,8 @@ from .aggregation import (DGL_BLOCKS_HELP, Aggregation, FeatureAggregates, Stale
                           _layer_list, aggregate, aggregations_of, check_input_feature,
                           live_aggregates, stale_in_worker_message)
 from .blocks import _check_seeds, _in_edge_block, check_edge_weight, check_graph
+from .dropout import (dropout_input, dropout_modules, has_dropout_hook, install_dropout_hook,
+                      remove_dropout_hook)
 from .hooks import has_pre_hook, install_pre_hook, remove_pre_hook
 from .layer_calls import graph_and_input, with_graph, with_input
 
@@ -85,34 +92,42 @@ def _csc(g: DGLGraph) -> tuple[Tensor, Tensor, Tensor]:
     return indptr, indices, eids
 
 
+def _draw_counts(degree: Tensor, fanout: int) -> Tensor:
+    """``s_v`` per destination of a control-variate layer: ``min(d_v, fanout)``.
+
+    ``s_v = d_v`` takes every in-edge of ``v`` (its estimate is exact).
+    """
+    return degree.clamp(max=fanout)
+
+
 def _draw_in_edges(
     g: DGLGraph, dst: Tensor, fanout: int, generator: torch.Generator | None
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Per destination, all in-edges when ``d_v <= fanout``, else ``fanout`` drawn uniformly.
+    """Per destination, all in-edges when ``d_v <= s_v``, else ``s_v`` drawn uniformly.
 
-    Draws are with replacement (so ``d_v / fanout * sum`` is unbiased whatever the overlap),
-    vectorised over the CSR: no loop over nodes.  Returns ``(position of the destination,
-    source, edge ID, count s_v per destination)``.
+    ``s_v`` from :func:`_draw_counts`.  Draws are with replacement (so ``d_v / s_v * sum``
+    is unbiased whatever the overlap), vectorised over the CSR: no loop over nodes.  Returns
+    ``(position of the destination, source, edge ID, count s_v per destination)``.
     """
     indptr, indices, eids = _csc(g)
     dst64 = dst.long().to(indptr.device)
     start = indptr[dst64]
     degree = indptr[dst64 + 1] - start
-    take_all = degree <= fanout
-    count = torch.where(take_all, degree, torch.full_like(degree, fanout))
-    # All edges of the small-degree destinations.
+    count = torch.minimum(_draw_counts(degree, fanout).to(degree.dtype), degree)
+    take_all = count == degree
+    # All edges of the destinations that take every in-edge.
     small = torch.nonzero(take_all).squeeze(1)
     small_deg = degree[small]
     small_pos = torch.repeat_interleave(small, small_deg)
     offsets = torch.arange(int(small_deg.sum()), device=indptr.device)
     offsets -= torch.repeat_interleave(torch.cumsum(small_deg, 0) - small_deg, small_deg)
     small_edges = start[small_pos] + offsets
-    # `fanout` uniform draws for the others.
+    # `s_v` uniform draws for the others (row-major: destination by destination).
     big = torch.nonzero(~take_all).squeeze(1)
-    uniform = torch.rand((big.numel(), fanout), generator=generator, dtype=torch.float64)
-    picks = (uniform.to(indptr.device) * degree[big, None]).long()
-    big_edges = (start[big, None] + picks).reshape(-1)
-    big_pos = big.repeat_interleave(fanout)
+    big_pos = torch.repeat_interleave(big, count[big])
+    uniform = torch.rand(big_pos.numel(), generator=generator, dtype=torch.float64)
+    picks = (uniform.to(indptr.device) * degree[big_pos]).long()
+    big_edges = start[big_pos] + picks
     position = torch.cat([small_pos, big_pos])
     edge = torch.cat([small_edges, big_edges])
     return position, indices[edge], eids[edge], count
@@ -226,50 +241,57 @@ def _cv_block(
 ) -> tuple[dgl.DGLGraph, Tensor]:
     """A control-variate block for ``dst`` and the distinct nodes the layer below computes.
 
-    Source rows: ``dst`` (fresh, the layer's own rows), one pseudo row per destination, one
-    row per drawn edge.  ``srcdata["mvs_row"]`` gives each source row's row in the layer
-    below's output (-1 for pseudo rows), ``srcdata["mvs_scale"]`` its multiplier, and
-    ``dstdata["mvs_pseudo"]`` the pseudo rows' values, computed here from the snapshot.
+    Source rows: ``dst`` (fresh, the layer's own rows) and one estimate row per destination,
+    with one edge from it to its destination, which :func:`onehop_hook` fills with the whole
+    control-variate estimate of the destination's aggregation (so the layer's own weights
+    and normalisation see one row per destination, whatever ``s``).  ``dstdata`` carries
+    what it needs: ``"mvs_pseudo"``, the history part ``S_v - d_v / s_v * sum_{drawn}
+    c_uv hbar_u`` (from the snapshot, here); per destination, padded to the largest ``s_v``,
+    the drawn in-edges' rows in the layer below's output (``"mvs_drawn"``), their weights
+    ``d_v / s_v * c_uv`` (``"mvs_drawn_weight"``) and their number ``s_v``
+    (``"mvs_drawn_count"``); and ``"mvs_noise"``, ``sqrt(s_v / d_v)``, the factor of the
+    dropout noise (VR-GCN's CVD, see :mod:`dgl_mvs.dropout`).
     """
     num = dst.numel()
     device = g.device
     position, src, eids, count = _draw_in_edges(g, dst, fanout, generator)
-    position, src, eids = position.to(device), src.to(device), eids.to(device)
-    below, copy_rows = _append_new(dst, src.to(dst.dtype))
+    position, src, count = position.to(device), src.to(device), count.to(device)
+    below, rows = _append_new(dst, src.to(dst.dtype))
     degree = g.in_degrees(dst).to(device).float()
-    count = count.to(device).float()
-    weights = g.edata[edge_weight][eids.long()] if edge_weight is not None else None
+    weights = g.edata[edge_weight][eids.to(device).long()] if edge_weight is not None \
+        else None
     coeff = aggregation.coefficients(g, src, dst[position], weights)
-    factor = aggregation.block_factor(count + 1.0)  # block in-degree: pseudo + drawn edges
-    ratio = degree / count.clamp(min=1.0)
-    copy_scale = coeff * ratio[position] / factor[position]
-    # The pseudo row: S_v - d_v / s_v * sum_{drawn} c_uv hbar_u, over the layer's factor.
+    ratio = degree / count.float().clamp(min=1.0)
+    weight = (coeff * ratio[position]).float()
+    # The history part: S_v - d_v / s_v * sum_{drawn} c_uv hbar_u.
     hbar = g.ndata[keys.snapshot_key(layer)]
     total = torch.index_select(g.ndata[keys.snapshot_agg_key(layer)], 0, dst.long()).float()
-    drawn = torch.index_select(hbar, 0, src.long()).float() * (coeff * ratio[position])[:, None]
-    total = total.index_add(0, position, -drawn)
-    pseudo = (total / factor[:, None]).to(hbar.dtype)
+    drawn = torch.index_select(hbar, 0, src.long()).float() * weight[:, None]
+    pseudo = total.index_add(0, position, -drawn).to(hbar.dtype)
+    # The draws, padded per destination: each destination's draws are contiguous.
+    draws = torch.arange(position.numel(), device=device)
+    first = torch.full((num,), position.numel(), dtype=torch.int64, device=device)
+    first = first.scatter_reduce(0, position, draws, "amin")
+    slot = draws - first[position]
+    width = int(count.max()) if num else 0
+    drawn_rows = torch.zeros((num, width), dtype=torch.int64, device=device)
+    drawn_rows[position, slot] = rows.long()
+    drawn_weight = torch.zeros((num, width), device=device)
+    drawn_weight[position, slot] = weight
     local = torch.arange(num, device=device)
-    num_edges = src.numel()
-    block = dgl.create_block(
-        (torch.cat([local + num, 2 * num + torch.arange(num_edges, device=device)]),
-         torch.cat([local, position])),
-        num_src_nodes=2 * num + num_edges, num_dst_nodes=num, idtype=g.idtype, device=device,
-    )
-    block.srcdata[NID] = torch.cat([dst, dst, src.to(dst.dtype)])
+    block = dgl.create_block((local + num, local), num_src_nodes=2 * num, num_dst_nodes=num,
+                             idtype=g.idtype, device=device)
+    block.srcdata[NID] = torch.cat([dst, dst])
     block.dstdata[NID] = dst
-    block.edata[EID] = torch.cat(
-        [torch.full((num,), -1, dtype=eids.dtype, device=device), eids]
-    ).to(g.idtype)
-    block.srcdata[keys.ROW] = torch.cat(
-        [local, torch.full((num,), -1, dtype=torch.int64, device=device), copy_rows.long()]
-    )
-    block.srcdata[keys.SCALE] = torch.cat(
-        [torch.ones(num, device=device), torch.zeros(num, device=device), copy_scale.float()]
-    )
+    block.edata[EID] = torch.full((num,), -1, dtype=g.idtype, device=device)
     block.dstdata[keys.PSEUDO] = pseudo
-    if edge_weight is not None:  # the weights are inside the scales
-        block.edata[keys.EDGE_WEIGHTS] = torch.ones(num + num_edges, device=device)
+    block.dstdata[keys.DRAWN] = drawn_rows
+    block.dstdata[keys.DRAWN_WEIGHT] = drawn_weight
+    block.dstdata[keys.DRAWN_COUNT] = count.long()
+    # CVD: the drawn rows' dropout noise enters with sqrt(ratio), not ratio.
+    block.dstdata[keys.NOISE] = ratio.rsqrt()
+    if edge_weight is not None:  # the weights are inside the estimate
+        block.edata[keys.EDGE_WEIGHTS] = torch.ones(num, device=device)
     return block, below
 
 
@@ -353,8 +375,8 @@ def onehop_hook(module: nn.Module, args: tuple, kwargs: dict):
     * First block (``dstdata["mvs_first"]``): checks that the layer gets the raw features
       the sampler put in ``srcdata``, and for layers without a self term hands over the
       aggregate rows alone (``dstdata["mvs_aggregate_only"]``).
-    * Control-variate block (``srcdata["mvs_row"]``): the previous layer's rows become
-      ``[own rows, pseudo rows, scaled rows of the drawn edges]``.
+    * Control-variate block (``dstdata["mvs_drawn"]``): the previous layer's rows become
+      ``[own rows, estimate rows]``, one estimate of the aggregation per destination.
     * Refresh block (``srcdata["mvs_fill"]``): every row comes from the snapshot.
     * Exact block of a layer that reads source degrees (``srcdata["mvs_scale"]``): rows are
       rescaled to the graph's degrees.
@@ -386,17 +408,8 @@ def _source_rows(module: nn.Module, graph: DGLGraph, h: Tensor) -> Tensor | None
     """The input rows a control-variate, refresh or rescaled exact block needs, or None."""
     src = graph.srcdata
     new = None
-    if keys.ROW in src:
-        num = graph.num_dst_nodes()
-        rows = src[keys.ROW][2 * num:].to(h.device)
-        scale = src[keys.SCALE][2 * num:].to(device=h.device, dtype=h.dtype)
-        pseudo = graph.dstdata[keys.PSEUDO].to(device=h.device, dtype=h.dtype)
-        if pseudo.shape[1:] != h.shape[1:]:
-            raise ValueError(
-                f"{type(module).__name__} input has width {tuple(h.shape[1:])} but its "
-                f"control-variate history has {tuple(pseudo.shape[1:])}"
-            )
-        return torch.cat([h[:num], pseudo, torch.index_select(h, 0, rows) * scale[:, None]])
+    if keys.DRAWN in graph.dstdata:
+        return _estimate_rows(module, graph, h)
     if keys.FILL in src:
         new = src[keys.FILL].to(device=h.device, dtype=h.dtype)
     if keys.SCALE in src:  # exact block of a layer that reads source degrees
@@ -404,6 +417,42 @@ def _source_rows(module: nn.Module, graph: DGLGraph, h: Tensor) -> Tensor | None
         scale = src[keys.SCALE].to(device=new.device, dtype=new.dtype)
         new = new * scale.reshape((-1,) + (1,) * (new.dim() - 1))
     return new
+
+
+def _estimate_rows(module: nn.Module, graph: DGLGraph, h: Tensor) -> Tensor:
+    """A control-variate block's source rows: ``[h_v, estimate_v]`` for its destinations.
+
+    ``estimate_v = pseudo_v + sum_{drawn u} d_v / s_v c_uv h_u`` (one sparse product over
+    the drawn edges, computed once per destination rather than once per edge).  When ``h``
+    is the output of a ``torch.nn.Dropout`` carrying :func:`dgl_mvs.dropout.dropout_hook`
+    and ``mu`` its input, the drawn part is ``M_v + sqrt(s_v / d_v) (H_v - M_v)`` with ``H``
+    and ``M`` the same sums over ``h`` and ``mu``: the dropout noise enters with
+    ``sqrt(d_v / s_v)`` instead of ``d_v / s_v`` (VR-GCN's CVD).  Any other ``h`` (eval mode,
+    functional dropout, no dropout): plain control variates, also unbiased.
+    """
+    dst = graph.dstdata
+    num = graph.num_dst_nodes()
+    pseudo = dst[keys.PSEUDO].to(device=h.device, dtype=h.dtype)
+    if pseudo.shape[1:] != h.shape[1:]:
+        raise ValueError(
+            f"{type(module).__name__} input has width {tuple(h.shape[1:])} but its "
+            f"control-variate history has {tuple(pseudo.shape[1:])}"
+        )
+    drawn = dst[keys.DRAWN].to(h.device)
+    taken = torch.arange(drawn.shape[1], device=h.device) < dst[keys.DRAWN_COUNT].to(
+        h.device)[:, None]
+    position = torch.nonzero(taken)[:, 0]  # row-major: destination by destination
+    matrix = torch.sparse_coo_tensor(
+        torch.stack([position, drawn[taken]]),
+        dst[keys.DRAWN_WEIGHT].to(device=h.device, dtype=h.dtype)[taken], (num, h.shape[0]),
+    )
+    estimate = torch.sparse.mm(matrix, h.reshape(h.shape[0], -1))
+    mu = dropout_input(h)
+    if mu is not None:
+        mean = torch.sparse.mm(matrix, mu.reshape(mu.shape[0], -1))
+        noise = dst[keys.NOISE].to(device=h.device, dtype=h.dtype)
+        estimate = torch.lerp(mean, estimate, noise[:, None])
+    return torch.cat([h[:num], pseudo + estimate.reshape(pseudo.shape)])
 
 
 def _first_layer_call(module, graph: DGLGraph, h, args: tuple, kwargs: dict, where):
@@ -512,6 +561,8 @@ class _HookedLayers:
     """
 
     _modules: list
+    #: The model's ``nn.Dropout`` modules, hooked for dropout-aware control variates.
+    _dropouts: Sequence = ()
     attached: bool = False
 
     def _attach_modules(self, layers: Sequence) -> None:
@@ -525,6 +576,9 @@ class _HookedLayers:
         """Install the hook on the layers again (after :meth:`detach` or ``remove_hooks``)."""
         for module in self._modules:
             install_pre_hook(module, onehop_hook)
+            _USERS.setdefault(module, weakref.WeakSet()).add(self)
+        for module in self._dropouts:
+            install_dropout_hook(module)
             _USERS.setdefault(module, weakref.WeakSet()).add(self)
         self.attached = True
 
@@ -540,6 +594,12 @@ class _HookedLayers:
                 users.discard(self)
             if not users:
                 remove_pre_hook(module, onehop_hook)
+        for module in self._dropouts:
+            users = _USERS.get(module)
+            if users is not None:
+                users.discard(self)
+            if not users:
+                remove_dropout_hook(module)
         self.attached = False
 
     close = detach
@@ -565,6 +625,13 @@ class _HookedLayers:
                     f"the dgl_mvs hook of the model's {type(module).__name__} layer was removed "
                     "(dgl_mvs.remove_hooks), and this sampler's blocks need it: call "
                     "sampler.attach()"
+                )
+        for module in self._dropouts:
+            if not has_dropout_hook(module):
+                raise RuntimeError(
+                    "the dgl_mvs hook of the model's nn.Dropout, which this sampler's "
+                    "control-variate layers read the dropout's input through, was removed "
+                    "(dgl_mvs.remove_hooks): call sampler.attach()"
                 )
 
 
@@ -691,7 +758,13 @@ class OneHopSampler(_HookedLayers, BlockSampler):
       of samplers (a validation sampler next to :class:`dgl_mvs.MVSSampler`, a re-run
       notebook cell) or of places the module is called from (tied layers).  It is
       stateless, harmless on other graphs, and pickles with the model (``torch.save``,
-      ``spawn`` workers).  :meth:`detach` (or leaving a ``with`` block) removes it from the
+      ``spawn`` workers).  With control-variate layers, the forward hook
+      :func:`dgl_mvs.dropout.dropout_hook` goes on the model's ``torch.nn.Dropout`` modules
+      (outside the layers) in the same way: it tags the dropout's output with its input, so
+      that a control-variate layer whose input comes straight from that dropout separates
+      the dropout noise from the neighbour sampling (VR-GCN's CVD); functional dropout
+      (``F.dropout``) or a tensor changed after the dropout get plain control variates,
+      which are unbiased too but carry ``d / s`` times the dropout noise.  :meth:`detach` (or leaving a ``with`` block) removes it from the
       modules that no other attached sampler uses; :func:`dgl_mvs.remove_hooks` removes
       every dgl_mvs hook of a model; a sampler whose hooks are gone refuses to build blocks
       until :meth:`attach`.  Given aggregation names instead of modules, no hook is
@@ -836,6 +909,8 @@ class OneHopSampler(_HookedLayers, BlockSampler):
         if self.hooked:
             self.model = model if isinstance(model, nn.Module) and callable(model) \
                 and not isinstance(model, (nn.ModuleList, nn.Sequential)) else None
+            if self.cv_layers and self.model is not None:  # dropout-aware control variates
+                self._dropouts = dropout_modules(self.model, layers)
             self._attach_modules(layers)
         if self.cv_layers:
             self.refresh()
