@@ -264,9 +264,12 @@ class MVSSampler(BlockSampler):
     :func:`dgl_mvs.cross_entropy_grad_norm`); :meth:`refresh_scores` scores every training
     node at the current weights, forward only: scores that each node got at its own last
     training step drift apart, refreshed ones do not (the README's variance measurements
-    compare them).  The first refresh ends the first interval, so importance sampling can
-    start in the first epoch; then one every ``score_every`` steps while the seeds pay, and
-    ever more rarely (the gap doubles, up to 8 ``score_every``) while they do not.
+    compare them).  The same fresh rows that measure ``r`` tell what scores refreshed now
+    would give: a refresh runs when the variance lost to stale scores since the last one adds
+    up to the refresh's own cost (in training steps, by the row model), within a budget of
+    one refresh per ``score_every`` steps; the first comes as soon as the fresh scores differ
+    enough from the table's to pay for it, so importance sampling can start in the first
+    epoch.
     The score table lives in ``g.ndata["mvs_score"]`` in shared memory, so DataLoader
     workers read what the training process writes.
 
@@ -401,9 +404,10 @@ class MVSSampler(BlockSampler):
         ``0``: workers do not wait but draw from the score table as it is (the run then
         depends on their timing; :meth:`update_scores` warns).
     score_every : int, optional
-        Steps between score refreshes while importance-sampled seeds are drawn (default:
-        about 3 % of the training time by the row model, a whole number of intervals; 0
-        disables refreshes).
+        The refresh budget: at most one score refresh per ``score_every`` steps on average,
+        one in advance (default: about 3 % of the training time by the row model, a whole
+        number of intervals; 0 disables refreshes).  Within it, a refresh runs when the
+        variance lost to stale scores adds up to its cost (see "Scores").
     multilabel : bool, default False
         Score refreshes use binary cross-entropy (mean over classes) instead of cross-entropy.
     ddp_timeout : float, default 30
@@ -646,7 +650,7 @@ class MVSSampler(BlockSampler):
         # Training process: node ID -> position in train_nids; the minimal-variance p of the
         # published interval without uniform share (the candidate whose r is measured).
         self._positions: Tensor | None = None
-        self._candidate: tuple[int, Tensor | None] | None = None
+        self._candidate: tuple[int, Tensor | None, float] | None = None
         self._all_written = False
         self._views: dict | None = None
         self._warned: set[str] = set()
