@@ -318,3 +318,25 @@ def test_update_scores_refuses_bad_scores_and_writes_nothing(bad, match):
         sampler.update_scores(blocks, torch.ones(output_nodes.numel() + 1))
     assert torch.equal(sampler.scores.values, before)
     assert not bool(sampler.scores.written(TRAIN).any())
+
+
+def test_measured_overhead_is_reported_and_used_only_when_asked_for(monkeypatch):
+    g = random_graph()
+    torch.manual_seed(0)
+    model = Model("sage", 2)
+    timed = dgl_mvs.MVSSampler(g, TRAIN, 16, model=model, overhead="measured", seed=0,
+                               **FEATS)
+    before = timed.seed_report()
+    assert math.isnan(before.overhead_measured) and before.overhead == before.overhead_model
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    _train(g, model, opt, timed, 1)
+    timed.refresh_scores()
+    report = timed.seed_report()
+    assert report.overhead_measured > 0 and report.overhead == report.overhead_measured
+    assert {"step", "update", "refresh"} <= set(report.timings_ms)
+    modelled = sampler_for(g, score_every=None)  # the default: measured, but not used
+    assert modelled.seed_report().overhead == modelled.seed_report().overhead_model
+    # Under torch.distributed the ranks' timings differ, and their choices must agree.
+    monkeypatch.setattr(dgl_mvs.sampler, "process_group_place", lambda: (0, 2))
+    with pytest.raises(ValueError, match=r"give the ranks one number \(e.g. overhead=0.05\)"):
+        sampler_for(g, overhead="measured")
