@@ -649,7 +649,7 @@ class MVSSampler(BlockSampler):
         self._order_cache: tuple[int, Tensor] | None = None
         # Training process: node ID -> position in train_nids; the minimal-variance p of the
         # published interval without uniform share (the candidate whose r is measured).
-        self._positions: Tensor | None = None
+        self._positions: tuple[Tensor, Tensor] | None = None
         self._candidate: tuple[int, Tensor | None, float] | None = None
         self._all_written = False
         self._views: dict | None = None
@@ -1518,14 +1518,12 @@ class MVSSampler(BlockSampler):
         return steps
 
     def _positions_of(self, nodes: Tensor) -> Tensor:
-        """Positions of training nodes in ``train_nids`` (a map built once per process)."""
+        """Positions in ``train_nids`` of training nodes (the sorted IDs searched: memory in
+        the training set's size, not the graph's)."""
         if self._positions is None:
-            positions = torch.full((self.g.num_nodes(),), -1, dtype=torch.int64,
-                                   device=self.train_nids.device)
-            positions[self.train_nids] = torch.arange(self.train_nids.numel(),
-                                                      device=self.train_nids.device)
-            self._positions = positions
-        return self._positions[nodes]
+            self._positions = torch.sort(self.train_nids)
+        ids, order = self._positions
+        return order[torch.searchsorted(ids, nodes.to(ids.device))]
 
     def _exchange_step_scores(self, blocks: Sequence, step: int, nodes: Tensor,
                               scores: Tensor) -> tuple[Tensor, Tensor]:

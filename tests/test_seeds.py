@@ -114,9 +114,14 @@ def test_a_new_sampler_does_not_inherit_the_scores_of_another_on_the_graph():
 
 
 # ---------------------------------------------------------------------- the choice
-def test_skewed_scores_switch_importance_sampling_on_and_the_report_says_why():
+@pytest.mark.parametrize("shuffled", [False, True], ids=["sorted", "shuffled"])
+def test_skewed_scores_switch_importance_sampling_on_and_the_report_says_why(shuffled):
     g = random_graph()
-    sampler = sampler_for(g)
+    # train_nids in any order: each node's fresh score meets its own p.
+    train = TRAIN[torch.randperm(200, generator=torch.Generator().manual_seed(1))] \
+        if shuffled else TRAIN
+    sampler = dgl_mvs.MVSSampler(g, train, 16, model=Model("sage", 2), score_every=0, seed=0,
+                                 **FEATS)
     steps = drive(g, sampler, skewed, epochs=3)
     report = sampler.seed_report()
     assert report.mode == "mvs" and report.pays and report.uniform_mix == FIXED_MIX
