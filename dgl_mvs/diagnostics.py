@@ -63,7 +63,7 @@ def gradient_variance(
     repeats: int = 16,
     chunk_size: int = 4096,
     seed: int = 0,
-) -> dict[str, float]:
+) -> dict[str, float | bool]:
     """Variance of the sampler's mini-batch gradient relative to uniform seeds, and the oracle.
 
     Two measurements at the current weights, with dropout off (the model runs in eval mode
@@ -103,7 +103,11 @@ def gradient_variance(
     dict
         ``realised_ratio`` (sampler / uniform), ``realised_sampler``, ``realised_uniform``,
         ``oracle_ratio`` (optimal p with exact norms / uniform), ``sampler_ratio`` (the
-        sampler's p with exact norms / uniform, closed form), ``batch_size``.
+        sampler's p with exact norms / uniform, closed form), ``batch_size``; and for a
+        sampler that chooses between importance-sampled and uniform seeds
+        (:meth:`dgl_mvs.MVSSampler.seed_report`), ``importance_sampled`` (whether its seeds
+        are importance-sampled now) and ``predicted_ratio`` (the ratio it measured on the
+        fresh scores of the last steps, for the share it chose; nan before any).
     """
     g = sampler.g
     pool = sampler.train_nids
@@ -170,7 +174,12 @@ def gradient_variance(
             p.grad = grad
         for module, mode in modes:  # each its own mode (a frozen BatchNorm stays in eval)
             module.train(mode)
+    seeds = {}
+    if getattr(sampler, "_switch", None) is not None:
+        report = sampler.seed_report()
+        seeds = {"importance_sampled": report.mode == "mvs", "predicted_ratio": report.ratio}
     return {
+        **seeds,
         "batch_size": batch,
         "realised_sampler": realised_sampler,
         "realised_uniform": realised_uniform,

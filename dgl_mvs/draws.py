@@ -151,7 +151,19 @@ class SystematicDraws:
     generator : torch.Generator, optional
         Source of the initial shuffle (on its own device).
     num_chunks : int, default 4096
-        Chunks permuted per draw; 1 gives one shuffle for all draws.
+        Chunks permuted per draw; 1 gives one order for all draws (a few tensor operations
+        per draw: one offset, one ``searchsorted``).
+    order : Tensor, optional
+        The order of the units on the line, a permutation of ``range(n)`` drawn independently
+        of ``probs`` (default: a shuffle from ``generator``).  Passing one lets several sets
+        of probabilities share one shuffle; the marginals are exactly ``p`` for any order.
+
+    Notes
+    -----
+    Given the order, successive draws are independent (each has its own offset), and each
+    is unbiased whatever the order, so the estimates of two draws are uncorrelated even with
+    one order for all of them (``num_chunks=1``): the order only decides which positions can
+    be drawn together, not how often each one is.
 
     Examples
     --------
@@ -164,15 +176,23 @@ class SystematicDraws:
     """
 
     def __init__(self, probs: torch.Tensor, generator: torch.Generator | None = None,
-                 num_chunks: int = 4096):
+                 num_chunks: int = 4096, order: torch.Tensor | None = None):
         check_probs(probs)
-        if num_chunks < 1:
-            raise ValueError(f"num_chunks must be positive, got {num_chunks}")
+        if isinstance(num_chunks, bool) or not isinstance(num_chunks, int) or num_chunks < 1:
+            raise ValueError(f"num_chunks must be a positive integer, got {num_chunks!r}")
         self.device = probs.device
         self.work = torch.float32 if probs.device.type == "mps" else torch.float64
         n = probs.numel()
-        rng_device = _rng_device(generator, probs)
-        self.order = torch.randperm(n, generator=generator, device=rng_device).to(self.device)
+        if order is None:
+            rng_device = _rng_device(generator, probs)
+            order = torch.randperm(n, generator=generator, device=rng_device)
+        elif not isinstance(order, torch.Tensor) or order.dim() != 1 or order.numel() != n \
+                or order.is_floating_point() or order.dtype == torch.bool:
+            raise ValueError(
+                f"order must be a 1-D integer tensor, a permutation of the {n} positions, got "
+                f"{type(order).__name__} of shape {tuple(getattr(order, 'shape', ()))}"
+            )
+        self.order = order.to(device=self.device, dtype=torch.int64)
         q = probs[self.order].to(self.work)
         # p = 1 positions are taken directly; their units get length 0, which no point can hit.
         sure = q >= 1.0
@@ -187,6 +207,11 @@ class SystematicDraws:
             # An integer size: rescale by at most 1e-5 relative, every unit shorter than 1.
             q.mul_(self.target / self.total).clamp_(max=math.nextafter(1.0, 0.0))
         self.cum = q.cumsum(0)
+        # Points that rounding puts at or past the end of the line are kept just inside it.
+        self._last_point = float(torch.nextafter(self.cum[-1], self.cum.new_zeros(()))) \
+            if n else 0.0
+        self._steps = torch.arange(math.ceil(self.total) if n else 0, dtype=self.work,
+                                   device=self.device)
         chunks = max(1, min(num_chunks, n))
         bounds = torch.div(torch.arange(chunks + 1, device=self.device) * n, chunks,
                            rounding_mode="floor")
@@ -196,36 +221,59 @@ class SystematicDraws:
         self.chunk_before = upto[self.chunk_first]
         self.chunk_mass = upto[bounds[1:]] - self.chunk_before
 
-    def draw(self, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Sorted positions of one systematic draw (see :func:`systematic_draw`)."""
+    def draw(self, generator: torch.Generator | None = None, sort: bool = True) -> torch.Tensor:
+        """Positions of one systematic draw (see :func:`systematic_draw`).
+
+        Sorted by default; ``sort=False`` leaves them in the random order of the line (the
+        positions with ``p_i = 1`` first), which saves a sort when the order does not matter.
+        """
         if self.total <= 0:
-            return torch.sort(self.certain).values
+            return torch.sort(self.certain).values if sort else self.certain.clone()
         rng_device = self.device if generator is None else generator.device
-        chunks = self.chunk_mass.numel()
-        if chunks > 1:
-            shuffle = torch.randperm(chunks, generator=generator, device=rng_device)
-            shuffle = shuffle.to(self.device)
+        if self.chunk_mass.numel() == 1:
+            u = torch.rand(1, generator=generator, device=rng_device, dtype=self.work)
+            hit = self._line_hits(u.to(self.device))
         else:
-            shuffle = torch.zeros(1, dtype=torch.long, device=self.device)
+            hit = self._chunk_hits(generator, rng_device)
+        picked = self.order[hit]
+        if self.certain.numel():
+            picked = torch.cat([self.certain, picked])
+        return torch.sort(picked).values if sort else picked
+
+    def _points(self, u: torch.Tensor) -> torch.Tensor:
+        """``u, u + 1, ...`` on a line of length ``end``: ``target`` of them when snapped."""
+        if self.snapped:  # exactly `target` points u, u+1, ..., u+target-1
+            return (self._steps[:self.target] + u).clamp_(max=self._last_point)
+        points = self._steps + u  # floor or ceil of the total: those that fall on the line
+        return points[points < float(self.cum[-1])]
+
+    def _line_hits(self, u: torch.Tensor) -> torch.Tensor:
+        """One order for every draw: the units (line positions) that the points fall in."""
+        return torch.searchsorted(self.cum, self._points(u), right=True)
+
+    def _chunk_hits(self, generator, rng_device) -> torch.Tensor:
+        """Chunks permuted for this draw, then the units that the points fall in."""
+        chunks = self.chunk_mass.numel()
+        shuffle = torch.randperm(chunks, generator=generator, device=rng_device)
+        shuffle = shuffle.to(self.device)
         mass = self.chunk_mass[shuffle]
         ends = mass.cumsum(0)
         u = torch.rand(1, generator=generator, device=rng_device, dtype=self.work)
         u = u.to(self.device)
-        if self.snapped:  # exactly `target` points u, u+1, ..., u+target-1
-            points = u + torch.arange(self.target, dtype=self.work, device=self.device)
+        if self.snapped:
+            points = u + self._steps[:self.target]
             # Rounding may leave the line a hair short: keep points on it.
             points = torch.minimum(points, torch.nextafter(ends[-1:], ends.new_zeros(1)))
-        else:  # floor or ceil of the total, whichever of u + j fall on the line
-            points = u + torch.arange(math.ceil(self.total), dtype=self.work,
-                                      device=self.device)
+        else:
+            points = u + self._steps
             points = points[points < ends[-1]]
         # Which shuffled chunk each point falls in, then where inside that chunk's units.
         slot = torch.searchsorted(ends, points, right=True).clamp_(max=chunks - 1)
         chunk = shuffle[slot]
         offset = points - (ends[slot] - mass[slot])
         hit = torch.searchsorted(self.cum, self.chunk_before[chunk] + offset, right=True)
-        hit = torch.minimum(torch.maximum(hit, self.chunk_first[chunk]), self.chunk_last[chunk])
-        return torch.sort(torch.cat([self.certain, self.order[hit]])).values
+        return torch.minimum(torch.maximum(hit, self.chunk_first[chunk]),
+                             self.chunk_last[chunk])
 
 
 def horvitz_thompson_weights(probs_of_drawn: torch.Tensor, pool_size: int) -> torch.Tensor:

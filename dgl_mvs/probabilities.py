@@ -17,7 +17,8 @@ import numbers
 
 import torch
 
-__all__ = ["mvs_probabilities", "DEFAULT_FLOOR_FRACTION", "check_scores", "check_batch_size"]
+__all__ = ["mvs_probabilities", "mix_uniform", "DEFAULT_FLOOR_FRACTION", "check_scores",
+           "check_batch_size"]
 
 #: Without ``min_score``, scores below this fraction of the mean positive score are lifted to
 #: it.  Floored nodes then receive at most about this fraction of the batch in total, and a
@@ -178,8 +179,27 @@ def mvs_probabilities(
     mu = rest[kstar] / room[kstar]
     p = (g / mu).clamp_(max=1.0)
 
-    if uniform_mix > 0:
-        p = (1.0 - float(uniform_mix)) * p + float(uniform_mix) * (batch_size / n)
-    p = p.to(out_dtype)
+    p = mix_uniform(p, batch_size, float(uniform_mix)).to(out_dtype)
     # Guard against underflow to 0 when casting extreme dynamic ranges to a narrow dtype.
     return p.clamp_(min=torch.finfo(out_dtype).tiny)
+
+
+def mix_uniform(probs: torch.Tensor, batch_size: float, uniform_mix: float) -> torch.Tensor:
+    """``(1 - a) * probs + a * B / n``: inclusion probabilities with a uniform share ``a``.
+
+    The sum stays ``B`` when ``probs`` sums to ``B``, and every probability is at least
+    ``a B / n``.  :func:`mvs_probabilities` with ``uniform_mix=a`` returns exactly this of its
+    probabilities without share (floored at the dtype's smallest normal number); with
+    ``a = 0`` the result is ``probs`` itself.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from dgl_mvs.probabilities import mix_uniform
+    >>> mix_uniform(torch.tensor([1.0, 0.5, 0.5, 0.0]), 2, 0.5)
+    tensor([0.7500, 0.5000, 0.5000, 0.2500])
+    """
+    if uniform_mix == 0:
+        return probs
+    uniform = min(1.0, float(batch_size) / probs.numel())
+    return (1.0 - float(uniform_mix)) * probs + float(uniform_mix) * uniform

@@ -7,7 +7,7 @@ import os
 import threading
 import time
 import warnings
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import dgl
 import torch
@@ -23,9 +23,10 @@ from .distributed import (agree_on_arguments, differing_arguments, draw_fingerpr
 from .draws import SystematicDraws, horvitz_thompson_weights, poisson_draw, systematic_draw
 from .history import attached_histories
 from .onehop import OneHopSampler
-from .probabilities import mvs_probabilities
+from .probabilities import mix_uniform, mvs_probabilities
 from .schedule import StepSchedule
-from .scores import ScoreTable, bce_grad_norm, cross_entropy_grad_norm
+from .scores import ScoreTable, bce_grad_norm, check_score_values, cross_entropy_grad_norm
+from .seeds import IMPORTANCE, MIX_CHOICES, REFRESH_SHARE, STEP_SHARE, SeedReport, SeedSwitch
 
 NID = dgl.NID
 #: Largest graph whose score refreshes run as one full-graph forward (DGL's inference);
@@ -53,15 +54,15 @@ def _batch_step(blocks: Sequence) -> int:
     return int(last.dstdata[keys.STEP][0])
 
 
-#: Uniform share until the first score refresh has measured how stale scores do: uniform
+#: Uniform share until fresh scores have measured how the probabilities would do: uniform
 #: seeds, since early scores go stale fastest (the diagnostic measured up to 1.7x the
 #: gradient variance of uniform seeds in the first epoch on a degree-100 graph with 0.25).
 INITIAL_MIX = 1.0
-#: Uniform share when no refreshes are scheduled (``score_every=0``): nothing measures a
-#: better one, so a fixed share that bounds the weights at four times the uniform ones.
+#: Uniform share when no refreshes are scheduled (``score_every=0``) and per-step scores
+#: alone set the probabilities: a share that bounds the weights at four times the uniform ones.
 FIXED_MIX = 0.25
-#: Uniform shares that a score refresh chooses from (1.0: uniform seeds).
-MIX_CHOICES = (0.1, 0.25, 0.5, 1.0)
+#: Stream of the shared generator that shuffles an epoch's training nodes (one-hop blocks).
+_EPOCH_ORDER_STREAM = 7
 
 
 def _best_mix(stale: Tensor, fresh: Tensor, batch_size: int) -> float:
@@ -111,6 +112,41 @@ def default_seed() -> int:
     DGL's generator by one number.
     """
     return int(dgl.random.choice(1 << 52, 1)[0])
+
+
+def _importance(importance, overhead, switches: bool) -> str | None:
+    """``importance`` checked (None: "auto" where the sampler switches), or a ValueError."""
+    if overhead is not None and not (
+            overhead == "measured" or not isinstance(overhead, (bool, str))
+            and isinstance(overhead, numbers.Real) and 0.0 <= overhead <= 10.0):
+        raise ValueError(
+            f"overhead must be a share of a training step in [0, 10] (e.g. 0.05), or "
+            f"'measured', got {overhead!r}"
+        )
+    if importance is None and overhead is None:
+        return "auto" if switches else None
+    if importance is not None and importance not in IMPORTANCE:
+        raise ValueError(f"importance must be one of {IMPORTANCE}, got {importance!r}")
+    if not switches:
+        raise ValueError(
+            "importance= and overhead= choose between importance-sampled and uniform seeds, "
+            "which MVSSampler does with one-hop blocks (the default block_sampler) and "
+            "probabilities='frozen' (the default): drop them for these settings"
+        )
+    return importance or "auto"
+
+
+class _IntervalDraws(NamedTuple):
+    """One interval's draws as fixed when it was published, prepared once per process."""
+
+    interval: int
+    #: Uniform share: 1.0 gives uniform seeds (an epoch order), without ``probs``.
+    mix: float
+    probs: Tensor | None
+    #: Systematic drawer (None: Poisson draws, or uniform seeds).
+    drawer: SystematicDraws | None
+    #: ``1 / (p_i |pool|)`` of every pool position, float32.
+    weights: Tensor | None
 
 
 def _timeout(name: str, value, allow_zero: bool = False) -> float:
@@ -208,15 +244,32 @@ class MVSSampler(BlockSampler):
     share ``a`` of uniform ones, and weights them by ``1 / (p_i |train|)`` in
     ``blocks[-1].dstdata["mvs_weight"]``, so that ``sum_i w_i loss_i`` is an unbiased estimate
     of the mean training loss.  ``p`` is fixed for ``interval`` steps (about a tenth of the
-    training set's worth of seeds), then recomputed from the score table.
+    training set's worth of seeds), then recomputed from the score table.  With ``a = 1``
+    the seeds are uniform: each epoch then takes the training nodes in a random order, every
+    node once (as DGL's DataLoader with ``shuffle=True``), with weights ``1 / batch_size``.
+
+    **Seeds that pay, or step aside** (one-hop blocks, :mod:`dgl_mvs.seeds`).  Importance
+    sampling whose gradient variance is ``r`` times that of uniform seeds is worth a batch
+    ``1 / r`` times larger; it costs score refreshes and bookkeeping, a share ``c`` of a step.
+    With ``importance="auto"`` (the default) the seeds are importance-sampled only while
+    ``1 / r > 1 + c``, and uniform otherwise.  ``r`` is measured for free at the end of every
+    interval from the fresh scores that :meth:`update_scores` receives: the closed-form
+    variance that the probabilities from the score table (with each candidate share ``a``:
+    0.1, 0.25, 0.5, 1) have on them, against uniform seeds, over the steps since the last
+    score refresh; the best share is used.  ``c`` is by default a model (so that every run
+    of a seed makes the same choices); ``overhead=`` sets it, or measures it
+    (``"measured"``).  :meth:`seed_report` says what was chosen and why.
 
     **Scores.** :meth:`update_scores` writes each step's closed-form gradient norms (e.g.
-    :func:`dgl_mvs.cross_entropy_grad_norm`); every ``score_every`` steps
-    :meth:`refresh_scores` scores every training node at the current weights, forward only:
-    scores that each node got at its own last training step drift apart, refreshed ones do
-    not (the README's variance measurements compare them).  At each refresh the uniform share
-    ``a`` is chosen (from 0.1, 0.25, 0.5, 1) by how well the stale probabilities did on the
-    fresh scores, so that stale scores fall back towards uniform seeds instead of doing worse.
+    :func:`dgl_mvs.cross_entropy_grad_norm`); :meth:`refresh_scores` scores every training
+    node at the current weights, forward only: scores that each node got at its own last
+    training step drift apart, refreshed ones do not (the README's variance measurements
+    compare them).  The same fresh rows that measure ``r`` tell what scores refreshed now
+    would give: a refresh runs when the variance lost to stale scores since the last one adds
+    up to the refresh's own cost (in training steps, by the row model), within a budget of
+    one refresh per ``score_every`` steps; the first comes as soon as the fresh scores differ
+    enough from the table's to pay for it, so importance sampling can start in the first
+    epoch.
     The score table lives in ``g.ndata["mvs_score"]`` in shared memory, so DataLoader
     workers read what the training process writes.
 
@@ -319,8 +372,21 @@ class MVSSampler(BlockSampler):
     draw : str, default "systematic"
         ``"systematic"`` or ``"poisson"`` (independent Bernoulli draws, the paper's).
     uniform_mix : float, optional
-        A fixed uniform share ``a`` in ``(1 - a) p + a B / n``.  Default: chosen at each score
-        refresh with one-hop blocks, 0 with the history schedules.
+        A fixed uniform share ``a`` in ``(1 - a) p + a B / n`` (1: uniform seeds).  Default:
+        chosen at the end of every interval from the fresh scores with one-hop blocks (at
+        each score refresh with ``probabilities="step"``), 0 with the history schedules.
+    importance : str, optional
+        One-hop blocks with ``probabilities="frozen"``: ``"auto"`` (default): importance-
+        sampled seeds only while they pay for their cost (see "Seeds that pay, or step
+        aside"), uniform seeds otherwise; ``"always"``: whenever a share of the scores beats
+        uniform seeds on fresh scores, whatever the cost.  With a fixed ``uniform_mix`` the
+        choice is between that share and uniform seeds.
+    overhead : float or str, optional
+        The cost share ``c`` of a training step that ``importance="auto"`` weighs the
+        seeds' gain against.  Default: the model of :mod:`dgl_mvs.seeds` (the regular
+        refreshes by their row count, plus 2 % for the draw and the scores), the same in
+        every run; a number, e.g. ``0.05``; or ``"measured"``: the sampler's own work timed
+        in the training process (runs then depend on the machine's speed and load).
     edge_weight : str, optional
         ``g.edata`` key of full-graph edge weights, put in ``block.edata["edge_weights"]``.
     steps_per_epoch : int, optional
@@ -338,7 +404,10 @@ class MVSSampler(BlockSampler):
         ``0``: workers do not wait but draw from the score table as it is (the run then
         depends on their timing; :meth:`update_scores` warns).
     score_every : int, optional
-        Steps between score refreshes (default: about 5% of the training cost; 0 disables).
+        The refresh budget: at most one score refresh per ``score_every`` steps on average,
+        one in advance (default: about 3 % of the training time by the row model, a whole
+        number of intervals; 0 disables refreshes).  Within it, a refresh runs when the
+        variance lost to stale scores adds up to its cost (see "Scores").
     multilabel : bool, default False
         Score refreshes use binary cross-entropy (mean over classes) instead of cross-entropy.
     ddp_timeout : float, default 30
@@ -406,6 +475,8 @@ class MVSSampler(BlockSampler):
         score_every: int | None = None,
         multilabel: bool = False,
         ddp_timeout: float = DDP_TIMEOUT,
+        importance: str | None = None,
+        overhead: float | str | None = None,
         prefetch_node_feats: Sequence[str] | None = None,
         prefetch_labels: Sequence[str] | None = None,
         prefetch_edge_feats: Sequence[str] | None = None,
@@ -475,7 +546,7 @@ class MVSSampler(BlockSampler):
             raise ValueError(f"probabilities must be 'frozen' or 'step', got {probabilities!r}")
         if draw not in ("systematic", "poisson"):
             raise ValueError(f"draw must be 'systematic' or 'poisson', got {draw!r}")
-        # None with one-hop blocks: chosen at every score refresh (see refresh_scores).
+        # None with one-hop blocks: chosen from fresh scores (see seeds, refresh_scores).
         self.adaptive_mix = uniform_mix is None and onehop
         if uniform_mix is None:
             uniform_mix = INITIAL_MIX if onehop else 0.0
@@ -543,22 +614,45 @@ class MVSSampler(BlockSampler):
                     "itself (called as model(blocks, x)): pass model=model, not its layers, "
                     "or score_every=0 to use only the scores given to update_scores"
                 )
+        self.importance = _importance(importance, overhead, onehop and probabilities == "frozen")
+        if overhead == "measured" and world_size > 1:
+            raise ValueError(
+                "overhead='measured' times each process's own work, which differs between "
+                "the ranks, and their choices of seeds must agree: give the ranks one number "
+                "(e.g. overhead=0.05), or leave overhead at its default (a model, the same "
+                "on every rank)"
+            )
+        self._overhead_setting = overhead
         if self.adaptive_mix and self.score_every == 0:
             self.uniform_mix = FIXED_MIX
         self._check_labels()
+        #: The choice between importance-sampled and uniform seeds (one-hop blocks, frozen
+        #: probabilities; None otherwise), with the refresh schedule and the timings.
+        self._switch = self._seed_switch(overhead) if self.importance else None
 
-        # Ranks forked from one process would otherwise write one inherited shared table.
-        self.scores = ScoreTable(g, key=keys.SCORE, private=world_size > 1)
+        # A table of its own, unwritten: a run does not inherit another sampler's scores on
+        # this graph (nor do ranks forked from one process write one inherited table).
+        self.scores = ScoreTable(g, key=keys.SCORE, fresh=True)
         # State that worker processes must see change: shared memory (CPU graphs).  What the
         # training process publishes for the workers: the probabilities of one interval
         # (_frozen_p of _frozen_interval), and the last step whose update_scores has finished.
         self._frozen_interval = torch.full((1,), -1, dtype=torch.int64)
         self._frozen_p = torch.zeros(self.pool_size, dtype=torch.float64)
+        # The interval's uniform share (1: uniform seeds, whose p is not written).
+        self._frozen_mix = torch.ones(1, dtype=torch.float64)
         self._through = torch.full((1,), -1, dtype=torch.int64)
-        for shared in (self._frozen_interval, self._frozen_p, self._through):
+        for shared in (self._frozen_interval, self._frozen_p, self._frozen_mix, self._through):
             shared.share_memory_()
         self._pool_cache: tuple[int, Tensor] | None = None
-        self._draw_cache: tuple | None = None
+        self._draw_cache: _IntervalDraws | None = None
+        # Per process: the epoch's order of the training nodes, (epoch, permutation).
+        self._order_cache: tuple[int, Tensor] | None = None
+        # Training process: node ID -> position in train_nids; the minimal-variance p of the
+        # published interval without uniform share (the candidate whose r is measured).
+        self._positions: tuple[Tensor, Tensor] | None = None
+        self._candidate: tuple[int, Tensor | None, float] | None = None
+        self._all_written = False
+        self._views: dict | None = None
         self._warned: set[str] = set()
         self._last_updated_step = -1
         self._last_update_call = -1
@@ -643,6 +737,8 @@ class MVSSampler(BlockSampler):
         # exchange with other ranks, and a process group cannot be pickled.
         state = self.__dict__.copy()
         state["_group"] = None
+        # NumPy views of shared tensors would pickle as copies: the worker builds its own.
+        state["_views"] = None
         return state
 
     @property
@@ -690,18 +786,94 @@ class MVSSampler(BlockSampler):
         full = fits and n <= 1.5 * reach
         return (n if full else reach), full
 
-    def _default_score_every(self) -> int:
-        """Steps between score refreshes, so that refreshing costs about 5% of training.
+    def _refresh_cost_steps(self) -> float:
+        """The row model's cost of one score refresh, in training steps.
 
-        A refresh is a forward pass (about a third of a training step's work per row) over
-        :meth:`_refresh_rows`; a step trains on the rows its batch reaches, counted with the
-        block sampler's rows per seed.  Where that makes refreshes rare (small training sets
-        in large graphs, Cora's 140 nodes), the stale scores' probabilities fall back towards
-        uniform through the measured uniform share (:func:`_best_mix`).
+        A refresh is a forward pass over :meth:`_refresh_rows`; a step trains on the rows
+        its batch reaches, counted with the block sampler's rows per seed.  Per row, a
+        refresh costs about as much as a training step (measured with one and two threads on
+        synthetic-100k and the Debian graph: its full-graph passes do without the backward
+        pass but not without their message passing over every edge).  Under
+        torch.distributed the steps of all ranks count as one step of the global batch, so
+        that the ranks choose as one sampler with that batch does.
         """
         per_seed = self.block_sampler.rows_per_seed()
         refresh_rows, _ = self._refresh_rows()
-        return max(1, math.ceil(refresh_rows / (3.0 * 0.05 * self.batch_size * per_seed)))
+        return refresh_rows / (self.global_batch_size * per_seed)
+
+    def _default_score_every(self) -> int:
+        """Steps between score refreshes, so that refreshing costs :data:`REFRESH_SHARE`.
+
+        By the row model (:meth:`_refresh_cost_steps`), rounded up to whole intervals (a
+        refresh then ends an interval, and the next interval's probabilities read it).
+        Where that makes refreshes rare (small training sets in large graphs, Cora's 140
+        nodes), the measured ratio shows how stale the probabilities have become, and uniform
+        seeds take over where they do worse.
+        """
+        steps = self._refresh_cost_steps() / REFRESH_SHARE
+        interval = self.schedule.interval
+        return max(1, math.ceil(steps / interval)) * interval
+
+    def _overhead_model(self) -> float:
+        """The modelled cost share of importance-sampled seeds (:mod:`dgl_mvs.seeds`)."""
+        refresh = self._refresh_cost_steps() / self.score_every if self.score_every else 0.0
+        return STEP_SHARE + refresh
+
+    def _seed_switch(self, overhead) -> SeedSwitch:
+        """The seed switch of one-hop blocks; sets the uniform share of the first interval."""
+        if self.adaptive_mix:
+            mixes = MIX_CHOICES if self.score_every else (FIXED_MIX,)
+        else:
+            mixes = (self._configured_mix,)
+        # Uniform until measured, except "always" with one share (the share from the start).
+        auto = self.importance == "auto" or self.adaptive_mix and self.score_every
+        initial = INITIAL_MIX if auto else float(mixes[0])
+        self.uniform_mix = initial
+        return SeedSwitch(mixes, self.importance, overhead, self.score_every,
+                          self.schedule.interval, self._refresh_cost_steps(),
+                          self.global_batch_size, initial)
+
+    def seed_report(self) -> SeedReport:
+        """What importance sampling gains, what it costs, and what the sampler chose.
+
+        ``print(sampler.seed_report())`` gives a readable summary: the seeds in use
+        (importance-sampled or uniform) and why, the predicted variance ratio ``r`` of the
+        best uniform share against uniform seeds on the latest fresh scores (the equivalent
+        batch factor ``1 / r``), the cost share ``c`` it was weighed against (the model's,
+        and the one measured in this process), and the score refresh schedule.  One-hop
+        blocks with ``probabilities="frozen"`` only (the other settings do not switch).
+
+        Examples
+        --------
+        >>> import dgl, torch
+        >>> from dgl.nn import SAGEConv
+        >>> import dgl_mvs
+        >>> g = dgl.rand_graph(300, 3000)
+        >>> g.ndata["feat"], g.ndata["label"] = torch.randn(300, 8), torch.randint(0, 3, (300,))
+        >>> class SAGE(torch.nn.Module):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.layers = torch.nn.ModuleList([SAGEConv(8, 16, "mean"),
+        ...                                            SAGEConv(16, 3, "mean")])
+        ...     def forward(self, blocks, x):
+        ...         return self.layers[1](blocks[1], self.layers[0](blocks[0], x).relu())
+        >>> sampler = dgl_mvs.MVSSampler(g, torch.arange(200), batch_size=32, model=SAGE(),
+        ...     prefetch_node_feats=["feat"], prefetch_labels=["label"])
+        >>> report = sampler.seed_report()
+        >>> report.mode, report.uniform_mix  # uniform until fresh scores have measured r
+        ('uniform', 1.0)
+        >>> print(report)  # doctest: +ELLIPSIS
+        seeds: uniform (importance='auto', uniform share 1) - uniform seeds until ...
+        """
+        if self._switch is None:
+            raise ValueError(
+                "seed_report() describes the choice between importance-sampled and uniform "
+                "seeds, which one-hop blocks (the default) with probabilities='frozen' make; "
+                f"this sampler has block_sampler={self.block_kind!r} and "
+                f"probabilities={self.probabilities!r}: use "
+                "dgl_mvs.diagnostics.gradient_variance(sampler, model) to measure its seeds"
+            )
+        return self._switch.report(self._overhead_model())
 
     # ------------------------------------------------------------------ schedule
     def step_ids(self) -> Tensor:
@@ -738,16 +910,57 @@ class MVSSampler(BlockSampler):
         """Whether the training process publishes each interval's ``p`` (one-hop blocks)."""
         return not self.has_checkpoints and self.probabilities == "frozen"
 
+    def _view(self) -> dict:
+        """NumPy views of the shared scalars (a tensor's element access costs far more).
+
+        Built in each process on first use: forked workers inherit them with the memory they
+        map, spawned ones get the tensors pickled and build their own.
+        """
+        views = self._views
+        if views is None:
+            views = self._views = {
+                "frozen_interval": self._frozen_interval.numpy(),
+                "frozen_mix": self._frozen_mix.numpy(), "through": self._through.numpy(),
+                "activity": self._activity.numpy(),
+            }
+        return views
+
     def _publish_interval(self, interval: int) -> None:
-        """Fix ``p`` of ``interval`` from the score table as it is now; workers read it."""
+        """Fix ``interval``'s uniform share and ``p`` from the score table as it is now.
+
+        Uniform seeds (share 1) publish no ``p``.  Workers read what is published.
+        """
+        tick = time.perf_counter()
         cached = self._draw_cache
-        if cached is not None and cached[0] == interval:  # a resumed interval keeps its p
-            probs = cached[1]
+        if cached is not None and cached.interval == interval:  # a resumed interval keeps it
+            mix, probs = cached.mix, cached.probs
         else:
-            probs = self._pool_probabilities(self._pool(interval))
-        self._frozen_interval[0] = -2  # being written: a reader's re-check fails
-        self._frozen_p.copy_(probs.cpu())
-        self._frozen_interval[0] = interval  # after p: workers poll the interval
+            mix, probs = self._interval_choice(interval)
+        view = self._view()
+        view["frozen_interval"][0] = -2  # being written: a reader's re-check fails
+        view["frozen_mix"][0] = mix
+        if probs is not None:
+            self._frozen_p.copy_(probs.cpu())
+        view["frozen_interval"][0] = interval  # after p: workers poll the interval
+        if self._switch is not None:
+            self._switch.timed("publish_uniform" if probs is None else "publish_mvs",
+                               time.perf_counter() - tick)
+
+    def _interval_choice(self, interval: int) -> tuple[float, Tensor | None]:
+        """The uniform share of ``interval`` and its ``p`` (None for uniform seeds).
+
+        With the seed switch, also the minimal-variance ``p`` without uniform share: the
+        candidate whose variance the interval's fresh scores measure, whichever seeds it draws.
+        """
+        mix, pool = self.uniform_mix, self._pool(interval)
+        if self._switch is None:
+            return mix, self._pool_probabilities(pool)
+        # The pool is train_nids, checked at construction: the table's unchecked read.
+        candidate = mvs_probabilities(self.scores._read(pool).double(), self.global_batch_size)
+        self._candidate = (interval, candidate, mix)
+        if mix >= 1.0:
+            return 1.0, None
+        return mix, mix_uniform(candidate, self.global_batch_size, mix)
 
     def _publish_for(self, step: int) -> None:
         """Publish what the draw of ``step`` reads, where update_scores has not already.
@@ -755,11 +968,12 @@ class MVSSampler(BlockSampler):
         Called at the end of update_scores for the next step, and by step_ids and set_epoch
         for the first step of an epoch (a run that stopped an epoch early, or a new one).
         """
+        view = self._view()
         if self._publishes_intervals():
             interval = self.schedule.interval_of(step)
-            if int(self._frozen_interval[0]) != interval:
+            if int(view["frozen_interval"][0]) != interval:
                 self._publish_interval(interval)
-        self._through[0] = max(int(self._through[0]), step - 1)
+        view["through"][0] = max(int(view["through"][0]), step - 1)
         if self._snapshot_period:
             self.block_sampler.mark_snapshot(step, self._snapshot_period)
 
@@ -857,34 +1071,62 @@ class MVSSampler(BlockSampler):
             uniform_mix=self.uniform_mix,
         )
 
-    def _read_frozen(self, interval: int) -> Tensor | None:
-        if int(self._frozen_interval[0]) != interval:
+    def _read_frozen(self, interval: int) -> tuple[float, Tensor | None] | None:
+        """``(uniform share, p)`` of ``interval`` if published (p None for uniform seeds)."""
+        view = self._view()
+        if int(view["frozen_interval"][0]) != interval:
             return None
-        probs = self._frozen_p.clone()
+        mix = float(view["frozen_mix"][0])
+        uniform = mix >= 1.0 and not self.has_checkpoints
+        probs = None if uniform else self._frozen_p.clone()
         # Re-check: the main process may have published another interval meanwhile.
-        return probs if int(self._frozen_interval[0]) == interval else None
+        return (mix, probs) if int(view["frozen_interval"][0]) == interval else None
 
     def _frozen_draws(self, interval: int, pool: Tensor,
-                      step: int | None = None) -> tuple[Tensor, SystematicDraws | None]:
-        """The interval's frozen probabilities, with a prepared systematic drawer for them.
+                      step: int | None = None) -> _IntervalDraws:
+        """The interval's frozen draws: its share, ``p``, a prepared drawer and the weights.
 
-        Preparing (one shuffle of the pool) happens once per interval and process, so that a
-        step costs ``O(chunks + B log |V_S|)`` instead of a shuffle of the whole pool.
+        Preparing happens once per interval and process, so that a step costs a few tensor
+        operations (one-hop blocks: one offset and one ``searchsorted`` on the epoch's order;
+        the history schedules: ``O(chunks + B log |V_S|)``).
         """
         cached = self._draw_cache
-        if cached is not None and cached[0] == interval:
-            return cached[1], cached[2]
-        probs, frozen = self._interval_probabilities(interval, pool, step)
-        drawer = None
-        if self.draw == "systematic":
-            drawer = SystematicDraws(probs, self.schedule.shared_generator(interval, 4))
+        if cached is not None and cached.interval == interval:
+            return cached
+        mix, probs, frozen = self._interval_probabilities(interval, pool, step)
+        draws = self._prepare_draws(interval, mix, probs, pool)
         if frozen:  # a fallback from the live table may still be replaced: do not cache it
-            self._draw_cache = (interval, probs, drawer)
-        return probs, drawer
+            self._draw_cache = draws
+        return draws
 
-    def _interval_probabilities(self, interval: int, pool: Tensor,
-                                step: int | None = None) -> tuple[Tensor, bool]:
-        """``p`` of ``interval`` as published (see "publication"), and whether it was.
+    def _prepare_draws(self, interval: int, mix: float, probs: Tensor | None,
+                       pool: Tensor) -> _IntervalDraws:
+        if probs is None:
+            return _IntervalDraws(interval, 1.0, None, None, None)
+        drawer = None
+        if self.draw == "systematic" and self.has_checkpoints:
+            drawer = SystematicDraws(probs, self.schedule.shared_generator(interval, 4))
+        elif self.draw == "systematic":
+            # The epoch's order of the training nodes lays out the units: any order drawn
+            # independently of p keeps the marginals exact (see SystematicDraws).
+            epoch = self.schedule.epoch_of(interval * self.schedule.interval)
+            drawer = SystematicDraws(probs, order=self._epoch_order(epoch), num_chunks=1)
+        weights = 1.0 / (probs * float(pool.numel()))
+        return _IntervalDraws(interval, mix, probs, drawer, weights)
+
+    def _epoch_order(self, epoch: int) -> Tensor:
+        """A random order of the training nodes' positions for ``epoch`` (shared by ranks)."""
+        cached = self._order_cache
+        if cached is not None and cached[0] == epoch:
+            return cached[1]
+        gen = self.schedule.shared_generator(epoch, _EPOCH_ORDER_STREAM)
+        order = torch.randperm(self.pool_size, generator=gen).to(self.train_nids.device)
+        self._order_cache = (epoch, order)
+        return order
+
+    def _interval_probabilities(self, interval: int, pool: Tensor, step: int | None = None
+                                ) -> tuple[float, Tensor | None, bool]:
+        """``(share, p, published)`` of ``interval`` (see "publication"); p None: uniform seeds.
 
         The history schedules publish it at the interval's checkpoint step, one-hop blocks at
         the end of the interval before.  Drawing in the training process (no workers), the
@@ -894,27 +1136,31 @@ class MVSSampler(BlockSampler):
         """
         first = interval * self.schedule.interval
         publisher = first if self.has_checkpoints else first - 1
-        probs = self._read_frozen(interval)
-        if probs is None and _in_main_thread_of_main_process():
+        frozen = self._read_frozen(interval)
+        if frozen is None and _in_main_thread_of_main_process():
             if not self.has_checkpoints:
                 self._publish_interval(interval)
-                probs = self._read_frozen(interval)
-        elif probs is None and self.score_timeout > 0:
-            probs = self._wait_for(lambda: self._read_frozen(interval),
-                                   f"the probabilities of interval {interval}",
-                                   first if step is None else step, publisher)
-        if probs is not None:
-            return probs.to(self.train_nids.device), True
+                frozen = self._read_frozen(interval)
+        elif frozen is None and self.score_timeout > 0:
+            frozen = self._wait_for(lambda: self._read_frozen(interval),
+                                    f"the probabilities of interval {interval}",
+                                    first if step is None else step, publisher)
+        if frozen is not None:
+            mix, probs = frozen
+            return mix, None if probs is None else probs.to(self.train_nids.device), True
         self._fallback_interval = interval
-        return self._pool_probabilities(pool), False
+        if self.uniform_mix >= 1.0 and not self.has_checkpoints:
+            return 1.0, None, False
+        return self.uniform_mix, self._pool_probabilities(pool), False
 
     def _step_probabilities(self, step: int, pool: Tensor) -> Tensor:
         """``probabilities="step"``: ``p`` from the scores as of the end of the step before."""
         if not _in_main_thread_of_main_process():
             if self.score_timeout > 0:
-                self._wait_for(lambda: True if int(self._through[0]) >= step - 1 else None,
+                through = self._view()["through"]
+                self._wait_for(lambda: True if int(through[0]) >= step - 1 else None,
                                "the scores of the step before", step, step - 1)
-            elif int(self._through[0]) < step - 1:
+            elif int(self._view()["through"][0]) < step - 1:
                 self._unscored_step = step
         return self._pool_probabilities(pool)
 
@@ -1061,14 +1307,23 @@ class MVSSampler(BlockSampler):
         if self.schedule.is_checkpoint(step):
             weights = torch.full((pool.numel(),), 1.0 / pool.numel(), dtype=torch.float64)
             return pool, weights
-        gen = self.schedule.shared_generator(step, 2)
+        timed = self._switch is not None and _in_main_thread_of_main_process()
+        tick = time.perf_counter() if timed else 0.0
+        draws = None
         if self.probabilities == "frozen":
-            probs, drawer = self._frozen_draws(interval, pool, step)
+            draws = self._frozen_draws(interval, pool, step)
+            if draws.probs is None:
+                seeds, weights = self._uniform_draw(step, pool)
+                if timed:
+                    self._switch.timed("draw_uniform", time.perf_counter() - tick)
+                return seeds, weights
+            probs, drawer = draws.probs, draws.drawer
         else:
             probs, drawer = self._step_probabilities(step, pool), None
+        gen = self.schedule.shared_generator(step, 2)
         for _ in range(100):
-            if drawer is not None:
-                picked = drawer.draw(gen)
+            if drawer is not None:  # one-hop blocks: any order of the seeds will do
+                picked = drawer.draw(gen, sort=self.has_checkpoints)
             elif self.draw == "systematic":
                 picked = systematic_draw(probs, gen)
             else:
@@ -1079,8 +1334,32 @@ class MVSSampler(BlockSampler):
         else:
             raise RuntimeError("100 Poisson draws came out empty; are the probabilities tiny?")
         picked = picked.to(pool.device)
-        weights = horvitz_thompson_weights(probs[picked.cpu()], pool.numel())
+        if draws is not None:
+            weights = draws.weights[picked]
+        else:
+            weights = horvitz_thompson_weights(probs[picked.cpu()], pool.numel())
+        if timed:
+            self._switch.timed("draw_mvs", time.perf_counter() - tick)
         return pool[picked], weights
+
+    def _uniform_draw(self, step: int, pool: Tensor) -> tuple[Tensor, Tensor]:
+        """Uniform seeds of ``step``: the next slice of the epoch's order, weights ``1 / B``.
+
+        Every node is drawn with probability ``B / |pool|`` at every step (a uniformly random
+        order puts each node at each position with the same chance), and once per epoch, as
+        with ``DataLoader(..., shuffle=True)``; a step that reaches the end of the order
+        continues at its start.
+        """
+        epoch, position = divmod(step, self.schedule.local_steps)
+        order = self._epoch_order(epoch)
+        n, size = pool.numel(), self.global_batch_size
+        start = position * size % n
+        if start + size <= n:
+            picked = order[start:start + size]
+        else:
+            picked = torch.cat([order[start:], order[:start + size - n]])
+        return pool[picked], torch.full((size,), 1.0 / size, dtype=torch.float64,
+                                        device=pool.device)
 
     def _rank_share(self, step: int, seeds: Tensor,
                     weights: Tensor) -> tuple[Tensor, Tensor, tuple[int, int]]:
@@ -1127,14 +1406,20 @@ class MVSSampler(BlockSampler):
             One non-negative score per output node, e.g. from
             :func:`dgl_mvs.cross_entropy_grad_norm`.
         """
-        self._activity[0] = 1.0  # workers waiting for what this call publishes keep waiting
+        tick = time.perf_counter()
+        activity = self._view()["activity"]
+        activity[0] = 1.0  # workers waiting for what this call publishes keep waiting
         try:
-            self._update_scores(blocks, scores)
+            step, refresh = self._update_scores(blocks, scores)
         finally:
-            self._activity[1] = time.monotonic()
-            self._activity[0] = 0.0
+            activity[1] = time.monotonic()
+            activity[0] = 0.0
+        if self._switch is not None:  # this call's own cost, and the step's
+            self._switch.timed("update", time.perf_counter() - tick - refresh)
+            self._switch.step_done(step)
 
-    def _update_scores(self, blocks: Sequence, scores: Tensor) -> None:
+    def _update_scores(self, blocks: Sequence, scores: Tensor) -> tuple[int, float]:
+        """The work of update_scores; returns the step and the seconds of a score refresh."""
         step = _batch_step(blocks)
         self._check_blocks_are_current(blocks, step)
         if step == self._last_update_call:
@@ -1150,7 +1435,7 @@ class MVSSampler(BlockSampler):
             scores = torch.as_tensor(scores).to(self.train_nids.device)
             if self.world_size > 1:  # every rank writes every rank's rows
                 nodes, scores = self._exchange_step_scores(blocks, step, nodes, scores)
-            self.scores.write(nodes, scores)
+            self._write_step_scores(step, nodes, scores)
         if self.world_size > 1:  # and the histories that the step's forward pushed
             # The same order on every rank (the collectives must match).
             for history in sorted(attached_histories(self.g),
@@ -1168,10 +1453,15 @@ class MVSSampler(BlockSampler):
         # snapshot, the scores (and a refresh of them), then the next interval's p.
         if self._snapshot_period:
             self.block_sampler.step_done(step, self._snapshot_period)
-        if self.score_every and self.model is not None:
+        refresh = 0.0
+        if self._switch is not None:
+            refresh = self._seeds_after_step(step)
+        elif self.score_every and self.model is not None:
             self._since_scores += 1
             if self._since_scores >= self.score_every:
+                tick = time.perf_counter()
                 self.refresh_scores()
+                refresh = time.perf_counter() - tick
         if self.schedule.is_checkpoint(step) and self.probabilities == "frozen":
             interval = self.schedule.interval_of(step)
             self._frozen_interval[0] = -2
@@ -1179,6 +1469,64 @@ class MVSSampler(BlockSampler):
             # Publish the interval only once p is written: workers poll it.
             self._frozen_interval[0] = interval
         self._publish_for(step + 1)
+        return step, refresh
+
+    def _write_step_scores(self, step: int, nodes: Tensor, scores: Tensor) -> None:
+        """Write a step's scores (checked); the seed switch keeps the rows that measure r."""
+        if scores.dim() != 1 or scores.shape[0] != nodes.shape[0]:
+            raise ValueError(
+                f"update_scores needs one score per output node ({nodes.shape[0]}), got shape "
+                f"{tuple(scores.shape)}; nothing was written"
+            )
+        values = scores.to(dtype=torch.float32)
+        check_score_values(values)
+        nodes = nodes.long()
+        # The blocks are this sampler's (checked by their token): their nodes are in range.
+        self.scores._store(nodes, values, mark=not self._all_written)
+        candidate = self._candidate
+        if self._switch is not None and candidate is not None and candidate[1] is not None \
+                and candidate[0] == self.schedule.interval_of(step):
+            self._switch.record(nodes, values)
+
+    def _seeds_after_step(self, step: int) -> float:
+        """At an interval's end: measure r, choose the next share; refresh scores when due.
+
+        Returns the seconds of a score refresh (0 if none ran).
+        """
+        switch = self._switch
+        if (step + 1) % self.schedule.interval == 0:
+            steps = self._measure_interval(self.schedule.interval_of(step))
+            if steps:
+                self.uniform_mix = switch.decide(step, self._overhead_model())
+            switch.add_shortfall(steps, self._overhead_model())
+        if self.score_every and self.model is not None and switch.due():
+            tick = time.perf_counter()
+            self.refresh_scores()
+            return time.perf_counter() - tick
+        return 0.0
+
+    def _measure_interval(self, interval: int) -> int:
+        """Add ``interval``'s fresh rows to the estimate of r; the steps they came from."""
+        switch, candidate = self._switch, self._candidate
+        rows = switch.take_rows()
+        if rows is None or candidate is None or candidate[0] != interval \
+                or candidate[1] is None:
+            return 0
+        nodes, fresh, steps = rows
+        q = candidate[1][self._positions_of(nodes)]
+        uniform = min(1.0, self.global_batch_size / self.pool_size)
+        mix = candidate[2]
+        drawn_with = torch.full_like(q, uniform) if mix >= 1.0 else (1.0 - mix) * q + mix * uniform
+        switch.add_interval(q, fresh, drawn_with, uniform, steps)
+        return steps
+
+    def _positions_of(self, nodes: Tensor) -> Tensor:
+        """Positions in ``train_nids`` of training nodes (the sorted IDs searched: memory in
+        the training set's size, not the graph's)."""
+        if self._positions is None:
+            self._positions = torch.sort(self.train_nids)
+        ids, order = self._positions
+        return order[torch.searchsorted(ids, nodes.to(ids.device))]
 
     def _exchange_step_scores(self, blocks: Sequence, step: int, nodes: Tensor,
                               scores: Tensor) -> tuple[Tensor, Tensor]:
@@ -1261,8 +1609,8 @@ class MVSSampler(BlockSampler):
         device, has at most ``FULL_GRAPH_MAX_NODES`` nodes and the training nodes reach most of
         it, otherwise on this sampler's blocks for the training nodes in chunks, and writes
         the closed-form gradient norm of each training node's loss (cross-entropy, or binary
-        cross-entropy with ``multilabel=True``) to the score table.  Called every
-        ``score_every`` steps by :meth:`update_scores`.  Scores measured this way, all at
+        cross-entropy with ``multilabel=True``) to the score table.  Called by
+        :meth:`update_scores` on its schedule (see "Scores").  Scores measured this way, all at
         once, keep the probabilities close to the optimal ones, where per-step scores (each
         node's last training forward) drift: see the README's variance measurements.
         """
@@ -1273,8 +1621,11 @@ class MVSSampler(BlockSampler):
         modules = [m for m in model.modules()]
         modes = [m.training for m in modules]
         model.eval()
-        had_scores = bool(self.scores.written(self.train_nids).any())
-        previous = self.scores.read(self.train_nids).double()
+        tick = time.perf_counter()
+        # probabilities="step": the uniform share is chosen here, from the scores replaced.
+        best_mix = self._switch is None and self.adaptive_mix
+        had_scores = best_mix and bool(self.scores.written(self.train_nids).any())
+        previous = self.scores.read(self.train_nids).double() if had_scores else None
         # Under torch.distributed each rank scores its share of the training nodes, then
         # the ranks exchange their rows: the tables stay identical.
         share = self.train_nids if self.world_size == 1 else \
@@ -1306,7 +1657,11 @@ class MVSSampler(BlockSampler):
                 group=self._group,
             )
             self.scores.write(all_nodes.to(self.train_nids.device), all_values)
-        if self.adaptive_mix and had_scores:
+        self._all_written = True  # every training node has a score now
+        if self._switch is not None:  # a new window of fresh scores; the next refresh planned
+            self._switch.refreshed(self._last_updated_step)
+            self._switch.timed("refresh", time.perf_counter() - tick)
+        elif had_scores:
             self.uniform_mix = _best_mix(previous, self.scores.read(self.train_nids).double(),
                                          self.global_batch_size)
         self._since_scores = 0
@@ -1369,11 +1724,21 @@ class MVSSampler(BlockSampler):
             "last_updated_step": self._last_updated_step,
             "since_scores": self._since_scores,
             "uniform_mix": self.uniform_mix,
+            "frozen_mix": float(self._frozen_mix[0]),
             # One-hop schedules fix p at an interval's first draw: a resume mid-interval
             # must draw from the same p, not from the scores written since.
             "interval_p": None if self._draw_cache is None or self.has_checkpoints else {
-                "interval": int(self._draw_cache[0]),
-                "probs": self._draw_cache[1].detach().to("cpu", copy=True),
+                "interval": int(self._draw_cache.interval),
+                "mix": float(self._draw_cache.mix),
+                "probs": None if self._draw_cache.probs is None
+                else self._draw_cache.probs.detach().to("cpu", copy=True),
+            },
+            # The seed switch, and the candidate p whose r the current interval measures.
+            "seeds": None if self._switch is None else self._switch.state_dict(),
+            "candidate": None if self._candidate is None else {
+                "interval": self._candidate[0], "mix": self._candidate[2],
+                "probs": None if self._candidate[1] is None
+                else self._candidate[1].detach().to("cpu", copy=True),
             },
             "blocks": (self.block_sampler.state_dict() if self.block_kind == "onehop" else None),
         }
@@ -1395,6 +1760,8 @@ class MVSSampler(BlockSampler):
             "seed": self.seed,
             "rank": self.schedule.rank,
             "world_size": self.schedule.world_size,
+            "importance": self.importance,
+            "overhead": self._overhead_setting,
         }
 
     def check_state_dict(self, state: dict) -> None:
@@ -1429,6 +1796,8 @@ class MVSSampler(BlockSampler):
         saved = dict(state["config"])
         if not self._seed_given and "seed" in saved:  # a sampler built without seed= takes
             config["seed"] = saved["seed"]             # the saved run's
+        for key in ("importance", "overhead"):  # states saved before the seed switch
+            saved.setdefault(key, config[key])
         if saved != config:
             diff = {
                 key: (saved.get(key, "<absent>"), config.get(key, "<absent>"))
@@ -1447,14 +1816,19 @@ class MVSSampler(BlockSampler):
         self.scores.check_state_dict(state["scores"])
         if self.block_kind == "onehop" and state.get("blocks") is not None:
             self.block_sampler.check_state_dict(state["blocks"])
-        saved_p = state.get("interval_p")
-        if saved_p is not None and (
-                not isinstance(saved_p, dict) or not torch.is_tensor(saved_p.get("probs"))
-                or tuple(saved_p["probs"].shape) != (self.pool_size,)):
-            raise ValueError(
-                f"sampler state's interval probabilities must be a tensor of shape "
-                f"({self.pool_size},)"
-            )
+        for name in ("interval_p", "candidate"):
+            saved_p = state.get(name)
+            if saved_p is not None and (
+                    not isinstance(saved_p, dict) or "interval" not in saved_p
+                    or saved_p.get("probs") is not None and (
+                        not torch.is_tensor(saved_p["probs"])
+                        or tuple(saved_p["probs"].shape) != (self.pool_size,))):
+                raise ValueError(
+                    f"sampler state's {name} probabilities must be None or a tensor of shape "
+                    f"({self.pool_size},)"
+                )
+        if self._switch is not None and state.get("seeds") is not None:
+            self._switch.check_state_dict(state["seeds"])
 
     def load_state_dict(self, state: dict) -> None:
         """Restore :meth:`state_dict`; a mismatch raises ValueError and changes nothing.
@@ -1482,9 +1856,23 @@ class MVSSampler(BlockSampler):
             self.block_sampler.load_state_dict(state["blocks"])
         self._pool_cache = None
         self._draw_cache = None
+        # States saved before the seed switch always published p: read it.
+        self._frozen_mix[0] = float(state.get("frozen_mix", 0.0))
+        self._order_cache = self._candidate = None
+        self._all_written = bool(self.scores.written(self.train_nids).all())
+        device = self.train_nids.device
         saved_p = state.get("interval_p")
         if saved_p is not None and not self.has_checkpoints:
-            interval, probs = int(saved_p["interval"]), saved_p["probs"].to(self.train_nids.device)
-            drawer = SystematicDraws(probs, self.schedule.shared_generator(interval, 4)) \
-                if self.draw == "systematic" else None
-            self._draw_cache = (interval, probs, drawer)
+            probs = saved_p["probs"]
+            mix = float(saved_p.get("mix", 1.0 if probs is None else 0.0))
+            self._draw_cache = self._prepare_draws(
+                int(saved_p["interval"]), mix, None if probs is None else probs.to(device),
+                self.train_nids)
+        candidate = state.get("candidate")
+        if candidate is not None and self._switch is not None:
+            probs = candidate["probs"]
+            self._candidate = (int(candidate["interval"]),
+                               None if probs is None else probs.to(device),
+                               float(candidate["mix"]))
+        if self._switch is not None and state.get("seeds") is not None:
+            self._switch.load_state_dict(state["seeds"], device)

@@ -84,17 +84,19 @@ def cross_entropy_grad_norm(logits: torch.Tensor, labels: torch.Tensor,
     n, c = logits.shape
     if labels.shape[0] != n:
         raise ValueError(f"labels has {labels.shape[0]} entries but logits has {n} rows")
-    if n and bool(((labels < 0) | (labels >= c)).any()):
-        raise ValueError(f"labels must lie in [0, {c}), got values in "
-                         f"[{labels.min().item()}, {labels.max().item()}]")
+    if n:
+        lo, hi = (int(v) for v in torch.aminmax(labels))  # one pass: called every step
+        if lo < 0 or hi >= c:
+            raise ValueError(f"labels must lie in [0, {c}), got values in [{lo}, {hi}]")
     with torch.no_grad():
-        prob = torch.softmax(logits.detach().to(_out_dtype(logits)), dim=1)
-        labels = labels.to(prob.device).long()
-        others = prob.scatter(1, labels[:, None], 0.0)
+        z = logits.detach().to(_out_dtype(logits))
+        # softmax by hand: torch.softmax over a few classes is several times slower on CPU.
+        e = (z - z.amax(1, keepdim=True)).exp_()
+        total = e.sum(1)
+        others = e.scatter_(1, labels.to(e.device).long()[:, None], 0.0)
         # 1 - p_y computed as the sum of the other classes: no cancellation when p_y ~ 1.
-        miss = others.sum(1)
-        norm = torch.sqrt(miss * miss + (others * others).sum(1))
-        return _scale_by_input(norm, last_input)
+        norm = torch.hypot(others.sum(1), torch.linalg.vector_norm(others, dim=1))
+        return _scale_by_input(norm / total, last_input)
 
 
 def bce_grad_norm(logits: torch.Tensor, targets: torch.Tensor,
@@ -200,6 +202,35 @@ def autograd_grad_norm(per_node_loss: torch.Tensor, logits: torch.Tensor,
         return _scale_by_input(norm, last_input)
 
 
+def check_score_values(values: torch.Tensor) -> None:
+    """Raise ValueError unless every score is finite and non-negative (nothing is written).
+
+    One reduction and one comparison on the happy path (NaN propagates through ``aminmax``
+    and fails the comparison); the counts of each kind of bad value only on failure.
+    """
+    if values.numel() == 0:
+        return
+    lo, hi = torch.aminmax(values)
+    if bool((lo >= 0) & (hi < math.inf)):
+        return
+    raise ValueError("scores must be finite and non-negative; got "
+                     f"{int(torch.isnan(values).sum())} NaN, "
+                     f"{int(torch.isinf(values).sum())} infinite and "
+                     f"{int((values < 0).sum())} negative value(s); nothing written")
+
+
+def _check_existing(g, key: str, written_key: str, shape: tuple) -> None:
+    """An existing ``g.ndata[key]`` (and its written mask) must be a score table."""
+    scores = g.ndata[key]
+    if scores.shape != shape or scores.dtype != torch.float32:
+        raise ValueError(f"g.ndata[{key!r}] exists with shape {tuple(scores.shape)} and "
+                         f"dtype {scores.dtype}, not a float32 ({shape[0]},) score table; "
+                         "pass another key")
+    written = g.ndata[written_key] if written_key in g.ndata else None
+    if written is not None and (written.shape != shape or written.dtype != torch.bool):
+        raise ValueError(f"g.ndata[{written_key!r}] is not a bool ({shape[0]},) mask")
+
+
 def _check_initial(initial: object, name: str) -> None:
     if isinstance(initial, bool) or not isinstance(initial, numbers.Real) \
             or not math.isfinite(initial) or initial <= 0:
@@ -228,6 +259,10 @@ class ScoreTable:
     private : bool, default False
         Start from a copy of an existing ``g.ndata[key]`` instead of the tensor itself:
         processes forked from one parent (data-parallel ranks) otherwise share its memory.
+    fresh : bool, default False
+        Start unwritten in tensors of its own whatever ``g.ndata[key]`` holds (a table of
+        the same shape and dtype, which whoever holds it keeps): a new run does not inherit
+        another run's scores.
 
     Notes
     -----
@@ -248,7 +283,7 @@ class ScoreTable:
     """
 
     def __init__(self, g, key: str = "mvs_score", initial: float = 1.0,
-                 private: bool = False) -> None:
+                 private: bool = False, fresh: bool = False) -> None:
         # Imported here so that the functions above work without loading DGL.
         from .blocks import check_graph
 
@@ -264,15 +299,10 @@ class ScoreTable:
         self.initial = float(initial)
         n = g.num_nodes()
         shape = (n,)
-        if key in g.ndata:
+        if key in g.ndata and not fresh:
             scores = g.ndata[key]
-            if scores.shape != shape or scores.dtype != torch.float32:
-                raise ValueError(f"g.ndata[{key!r}] exists with shape {tuple(scores.shape)} and "
-                                 f"dtype {scores.dtype}, not a float32 ({n},) score table; "
-                                 "pass another key")
+            _check_existing(g, key, self.written_key, shape)
             written = g.ndata[self.written_key] if self.written_key in g.ndata else None
-            if written is not None and (written.shape != shape or written.dtype != torch.bool):
-                raise ValueError(f"g.ndata[{self.written_key!r}] is not a bool ({n},) mask")
             if written is None:
                 written = torch.ones(shape, dtype=torch.bool, device=scores.device)
             elif private:
@@ -280,6 +310,8 @@ class ScoreTable:
             if private:  # a copy of the values: memory inherited from a parent stays its own
                 scores = scores.clone()
         else:
+            if key in g.ndata:  # fresh: only another table may be replaced
+                _check_existing(g, key, self.written_key, shape)
             scores = torch.full(shape, self.initial, dtype=torch.float32, device=g.device)
             written = torch.zeros(shape, dtype=torch.bool, device=g.device)
         if scores.device.type == "cpu":
@@ -323,7 +355,10 @@ class ScoreTable:
         Nodes never written read as the largest written score among ``nodes``, or as
         ``initial`` if none of them was written.
         """
-        nodes = self._nodes(nodes)
+        return self._read(self._nodes(nodes))
+
+    def _read(self, nodes: torch.Tensor) -> torch.Tensor:
+        """:meth:`read` of int64 ``nodes`` known to be in range (no checks)."""
         scores = self._scores[nodes]
         mask = self._written[nodes]
         # Computed without a host sync: -inf marks "nothing written among nodes".
@@ -350,13 +385,16 @@ class ScoreTable:
             raise ValueError(f"scores must be 1-D with one value per node ({nodes.shape[0]}), "
                              f"got shape {tuple(scores.shape)}")
         values = scores.detach().to(device=self._scores.device, dtype=torch.float32)
-        if values.numel() and bool((~torch.isfinite(values) | (values < 0)).any()):
-            raise ValueError("scores must be finite and non-negative; got "
-                             f"{int(torch.isnan(values).sum())} NaN, "
-                             f"{int(torch.isinf(values).sum())} infinite and "
-                             f"{int((values < 0).sum())} negative value(s); nothing written")
+        check_score_values(values)
+        self._store(nodes, values)
+
+    def _store(self, nodes: torch.Tensor, values: torch.Tensor, mark: bool = True) -> None:
+        """Store checked float32 ``values`` at int64 ``nodes`` known to be in range (no checks:
+        :class:`dgl_mvs.MVSSampler` writes the rows of its own blocks).  ``mark=False`` leaves
+        the written mask as it is (where every one of ``nodes`` is marked already)."""
         self._scores[nodes] = values
-        self._written[nodes] = True
+        if mark:
+            self._written.index_fill_(0, nodes, True)
 
     def state_dict(self) -> dict:
         """A copy of the table: ``{"num_nodes", "key", "initial", "scores", "written"}``."""

@@ -34,7 +34,8 @@ import torch
 from .draws import check_probs
 from .probabilities import check_batch_size, check_scores
 
-__all__ = ["estimator_variance", "uniform_vs_mvs_variance_gap"]
+__all__ = ["estimator_variance", "uniform_vs_mvs_variance_gap", "sampled_mix_variances",
+           "sampled_optimal_probabilities", "sampled_optimal_variance"]
 
 
 def estimator_variance(probs: torch.Tensor, vectors: torch.Tensor,
@@ -131,3 +132,143 @@ def uniform_vs_mvs_variance_gap(scores: torch.Tensor, batch_size: float) -> floa
     p_is = b * g / s
     dist2 = float(((p_is - b / n) ** 2).sum())
     return s * s / (b ** 3 * n) * dist2
+
+
+def sampled_mix_variances(candidate: torch.Tensor, fresh: torch.Tensor, drawn_with: torch.Tensor,
+                          uniform: float, mixes) -> torch.Tensor:
+    r"""Estimates of ``sum_i (1 - q_i) / q_i f_i^2`` over a pool, from one sample of it.
+
+    ``q = (1 - a) * candidate + a * uniform`` for each uniform share ``a`` in ``mixes``:
+    the Poisson variance (times ``n^2``) of the Horvitz-Thompson mean under ``q`` when the
+    per-node vectors have norms ``f``.  The sample is the nodes that a draw with inclusion
+    probabilities ``drawn_with`` took, with their fresh norms ``f``; weighting each term by
+    ``1 / drawn_with`` makes every sum an unbiased estimate of the pool's (the same sample
+    serves all ``a``, so their ratios are estimated together).  With ``a = 1``,
+    ``q = uniform``: the ratio of a share's estimate to that one is the predicted variance
+    ratio of those probabilities against uniform seeds.
+
+    Parameters
+    ----------
+    candidate : Tensor
+        ``(m,)`` probabilities without uniform share, of the sampled nodes (in ``(0, 1]``).
+    fresh : Tensor
+        ``(m,)`` fresh norms ``f`` of the sampled nodes (non-negative).
+    drawn_with : Tensor
+        ``(m,)`` inclusion probabilities with which the nodes were drawn (in ``(0, 1]``).
+    uniform : float
+        The uniform probability ``B / n`` (in ``(0, 1]``).
+    mixes : sequence of float
+        Uniform shares ``a`` in ``[0, 1]``.
+
+    Returns
+    -------
+    Tensor
+        ``(len(mixes),)`` float64 estimates.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from dgl_mvs.variance import sampled_mix_variances
+    >>> f = torch.tensor([2.0, 1.0, 1.0, 0.0])
+    >>> q = torch.tensor([1.0, 0.5, 0.5, 0.0001])
+    >>> whole = sampled_mix_variances(q, f, torch.ones(4), 0.5, [0.0, 1.0])  # every node
+    >>> [round(v, 4) for v in whole.tolist()]  # (1-q)/q f^2 summed; uniform: (1-.5)/.5 * 6
+    [2.0, 6.0]
+    """
+    check_probs(candidate, "candidate")
+    check_probs(drawn_with, "drawn_with")
+    if not isinstance(fresh, torch.Tensor) or fresh.shape != candidate.shape \
+            or drawn_with.shape != candidate.shape:
+        raise ValueError(
+            f"candidate, fresh and drawn_with must have one entry per sampled node, got "
+            f"shapes {tuple(candidate.shape)}, {tuple(getattr(fresh, 'shape', ()))} and "
+            f"{tuple(drawn_with.shape)}"
+        )
+    if isinstance(uniform, bool) or not isinstance(uniform, numbers.Real) \
+            or not 0.0 < float(uniform) <= 1.0:
+        raise ValueError(f"uniform must be a probability in (0, 1], got {uniform!r}")
+    shares = torch.tensor([float(a) for a in mixes], dtype=torch.float64)
+    if shares.numel() == 0 or bool(((shares < 0) | (shares > 1)).any()):
+        raise ValueError(f"mixes must be uniform shares in [0, 1], got {list(mixes)}")
+    q = candidate.detach().double().cpu()
+    mixed = (1.0 - shares)[:, None] * q[None, :] + (shares * float(uniform))[:, None]
+    weight = fresh.detach().double().cpu() ** 2 / drawn_with.detach().double().cpu()
+    return ((1.0 - mixed) / mixed * weight[None, :]).sum(1)
+
+
+def sampled_optimal_probabilities(fresh: torch.Tensor, drawn_with: torch.Tensor,
+                                  batch_size: float) -> torch.Tensor:
+    r"""The minimal-variance probabilities of a pool's fresh norms, at the nodes of a sample.
+
+    ``q_i = min(1, f_i / mu)`` with ``sum q = B`` over the pool, which the sample represents,
+    each node standing for ``1 / drawn_with`` nodes: ``mu`` solves
+    ``sum_i min(1, f_i / mu) / drawn_with_i = B`` (clipped nodes counted by their weights).
+    What scores refreshed now would give (without the floor of
+    :func:`dgl_mvs.probabilities.mvs_probabilities`).
+
+    Parameters
+    ----------
+    fresh : Tensor
+        ``(m,)`` fresh norms of the sampled nodes (non-negative).
+    drawn_with : Tensor
+        ``(m,)`` inclusion probabilities with which they were drawn (in ``(0, 1]``).
+    batch_size : float
+        ``B``.
+
+    Returns
+    -------
+    Tensor
+        ``(m,)`` float64 probabilities in ``[0, 1]`` (0 for zero norms; all ones when the
+        budget covers the pool).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from dgl_mvs.variance import sampled_optimal_probabilities
+    >>> f = torch.tensor([4.0, 1.0, 1.0, 1.0, 1.0])  # the whole pool (drawn_with = 1)
+    >>> sampled_optimal_probabilities(f, torch.ones(5), 2)
+    tensor([1.0000, 0.2500, 0.2500, 0.2500, 0.2500], dtype=torch.float64)
+    """
+    check_probs(drawn_with, "drawn_with")
+    if not isinstance(fresh, torch.Tensor) or fresh.shape != drawn_with.shape:
+        raise ValueError(
+            f"fresh and drawn_with must have one entry per sampled node, got shapes "
+            f"{tuple(getattr(fresh, 'shape', ()))} and {tuple(drawn_with.shape)}"
+        )
+    b = check_batch_size(batch_size)
+    f = fresh.detach().double().cpu()
+    sorted_f, order = torch.sort(f, descending=True)
+    w = 1.0 / drawn_with.detach().double().cpu()[order]
+    zero = f.new_zeros(1)
+    clipped = torch.cat([zero, w.cumsum(0)])  # pool nodes at q = 1 if the k largest are
+    rest = (w * sorted_f).sum() - torch.cat([zero, (w * sorted_f).cumsum(0)])
+    room = b - clipped
+    following = torch.cat([sorted_f, zero])  # f_(k+1)
+    ok = (room > 0) & (following * room <= rest)
+    if not bool(ok.any()) or not float(rest[0]) > 0:
+        return torch.ones_like(f)
+    k = int(ok.to(torch.int8).argmax())
+    return (f / (rest[k] / room[k])).clamp_(max=1.0)
+
+
+def sampled_optimal_variance(fresh: torch.Tensor, drawn_with: torch.Tensor,
+                             batch_size: float) -> float:
+    r"""Estimate of ``min_q sum_i (1 - q_i) / q_i f_i^2`` over a pool, from one sample of it.
+
+    The variance (times ``n^2``) of the Horvitz-Thompson mean under the minimal-variance
+    probabilities of the fresh norms themselves (:func:`sampled_optimal_probabilities`):
+    ``sum_{q_i < 1} (mu f_i - f_i^2) / drawn_with_i``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from dgl_mvs.variance import sampled_optimal_variance
+    >>> f = torch.tensor([4.0, 1.0, 1.0, 1.0, 1.0])  # the whole pool (drawn_with = 1)
+    >>> sampled_optimal_variance(f, torch.ones(5), 2)  # q = (1, .25, .25, .25, .25): 4 * 3
+    12.0
+    """
+    q = sampled_optimal_probabilities(fresh, drawn_with, batch_size)
+    f = fresh.detach().double().cpu()
+    w = 1.0 / drawn_with.detach().double().cpu()
+    keep = (q < 1.0) & (f > 0)
+    return float((w[keep] * f[keep] ** 2 * (1.0 / q[keep] - 1.0)).sum())

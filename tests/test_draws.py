@@ -210,3 +210,32 @@ def test_prepared_draws_vary_between_draws():
     assert a.numel() == b.numel() == 50 and not torch.equal(a, b)
     with pytest.raises(ValueError, match="num_chunks"):
         SystematicDraws(torch.full((10,), 0.5), gen, num_chunks=0)
+
+
+def test_draws_in_one_given_order_keep_the_marginals_and_need_no_sort():
+    """One order for every draw (MVSSampler's epoch order), one offset per draw: exact
+    inclusion probabilities, exact sizes; sort=False gives the same positions unsorted."""
+    from dgl_mvs.draws import SystematicDraws
+
+    gen = torch.Generator().manual_seed(5)
+    scores = torch.rand(60, generator=gen, dtype=torch.float64) ** 3 + 0.01
+    scores[:4] = 9.0  # p = 1
+    probs = mvs_probabilities(scores, 12)
+    order = torch.randperm(60, generator=gen)
+    draws = SystematicDraws(probs, order=order, num_chunks=1)
+    assert torch.equal(draws.order, order)
+    trials = 20_000
+    counts = torch.zeros(60, dtype=torch.float64)
+    for _ in range(trials):
+        idx = draws.draw(gen, sort=False)
+        assert idx.numel() == 12 and torch.unique(idx).numel() == 12
+        counts[idx] += 1
+    freq = counts / trials
+    z = (freq - probs) / (probs * (1 - probs) / trials).sqrt().clamp(min=1e-12)
+    assert bool((freq[:4] == 1).all()) and z[4:].abs().max() < 5, z.abs().max()
+    a, b = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    unsorted, ordered = draws.draw(a, sort=False), draws.draw(b)
+    assert torch.equal(torch.sort(unsorted).values, ordered)
+    for bad in (torch.arange(59), torch.rand(60), torch.arange(60)[None]):
+        with pytest.raises(ValueError, match="order must be a 1-D integer tensor"):
+            SystematicDraws(probs, order=bad)

@@ -251,3 +251,16 @@ def test_no_python_loop_scaling():
     p = mvs_probabilities(g, 512)
     assert time.perf_counter() - t < 2.0
     assert math.isclose(float(p.double().sum()), 512, rel_tol=1e-6)
+
+
+def test_mix_uniform_is_what_uniform_mix_gives():
+    from dgl_mvs.probabilities import mix_uniform
+
+    g = torch.rand(500, generator=torch.Generator().manual_seed(2), dtype=torch.float64) ** 4
+    base = mvs_probabilities(g, 40)
+    for a in (0.0, 0.1, 0.5, 1.0):
+        mixed = mix_uniform(base, 40, a)
+        torch.testing.assert_close(mixed, mvs_probabilities(g, 40, uniform_mix=a),
+                                   rtol=0, atol=1e-15)
+        assert float(mixed.sum()) == pytest.approx(40)
+    assert mix_uniform(base, 40, 0.0) is base

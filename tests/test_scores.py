@@ -222,6 +222,19 @@ def test_reattach_and_state_dict():
         other.load_state_dict(state)
 
 
+def test_a_fresh_table_starts_unwritten_and_leaves_the_old_one_alone():
+    g = small_graph()
+    table = ScoreTable(g, key="s")
+    table.write(torch.tensor([2]), torch.tensor([5.0]))
+    fresh = ScoreTable(g, key="s", fresh=True)
+    assert fresh.values.data_ptr() != table.values.data_ptr() and fresh.values.is_shared()
+    assert not bool(fresh.written().any()) and g.ndata["s"] is fresh.values
+    assert table.read(torch.tensor([2])).item() == 5.0  # the old table keeps its scores
+    g.ndata["t"] = torch.zeros(6, dtype=torch.int64)  # not a score table: never replaced
+    with pytest.raises(ValueError, match="not a float32 .6,. score table; pass another key"):
+        ScoreTable(g, key="t", fresh=True)
+
+
 def test_existing_user_scores_count_as_written():
     g = small_graph(3)
     g.ndata["mvs_score"] = torch.tensor([1.0, 2.0, 3.0])
