@@ -288,8 +288,10 @@ def _cv_block(
     block.dstdata[keys.DRAWN] = drawn_rows
     block.dstdata[keys.DRAWN_WEIGHT] = drawn_weight
     block.dstdata[keys.DRAWN_COUNT] = count.long()
-    # CVD: the drawn rows' dropout noise enters with sqrt(ratio), not ratio.
-    block.dstdata[keys.NOISE] = ratio.rsqrt()
+    # CVD: the drawn rows' dropout noise enters with sqrt(ratio), not ratio.  s_v / d_v,
+    # not 1 / ratio: a destination without in-edges has no draws (0, not an infinite
+    # factor that turns its zero estimate into NaN).
+    block.dstdata[keys.NOISE] = (count.float() / degree.clamp(min=1.0)).sqrt()
     if edge_weight is not None:  # the weights are inside the estimate
         block.edata[keys.EDGE_WEIGHTS] = torch.ones(num, device=device)
     return block, below

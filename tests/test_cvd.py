@@ -283,3 +283,22 @@ def test_draws_take_every_edge_up_to_s_and_are_uniform_above():
         seen += torch.bincount(src, minlength=11).float()
     freq = seen[1:] / (3 * trials)  # with replacement: each neighbour 1/10 of the draws
     assert (freq - 0.1).abs().max() < 5 * (0.1 * 0.9 / (3 * trials)) ** 0.5
+
+
+@pytest.mark.parametrize("num_layers", [2, 3])
+def test_destinations_without_in_edges_stay_finite_under_dropout(num_layers):
+    """A destination with no in-edge has no draws: its estimate is zero, not NaN (the CVD
+    noise factor is ``sqrt(s_v / d_v)`` = 0 there, never ``1 / sqrt(0)``)."""
+    torch.manual_seed(0)
+    g = dgl.add_nodes(_graph("sage"), 6)
+    g.ndata["feat"][-6:] = torch.randn(6, 12)
+    lonely = torch.arange(g.num_nodes() - 6, g.num_nodes())
+    seeds = torch.cat([lonely, torch.arange(30)])
+    model = Net("sage", num_layers=num_layers)
+    sampler = _sampler(g, model, [-1] + [2] * (num_layers - 1), "sage")
+    out = model.train()(_blocks(sampler, g, seeds, 0), _blocks(sampler, g, seeds, 0)[0]
+                        .srcdata["feat"])
+    assert bool(torch.isfinite(out).all())
+    model.eval()
+    torch.testing.assert_close(_run(model, _blocks(sampler, g, seeds, 1)),
+                               _run(model, [g] * num_layers)[seeds], atol=TOL, rtol=0)
