@@ -179,7 +179,7 @@ def test_control_variate_default_on_a_dense_graph():
     g.ndata["label"] = torch.randint(0, 5, (300,))
     model = Model("gcn_both", 2)
     sampler = dgl_mvs.MVSSampler(g, torch.arange(200), 16, model=model, **FEATS)
-    assert sampler.block_sampler.fanouts[1] == dgl_mvs.onehop.CV_FANOUT
+    assert sampler.block_sampler.fanouts[1] == dgl_mvs.onehop.LAST_CV_FANOUT
     steps = _train(g, model, sampler, epochs=1)
     assert len(steps) == sampler.steps_per_epoch
     assert sampler.block_sampler.refreshed >= 1

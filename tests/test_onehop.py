@@ -207,7 +207,8 @@ def test_cost_rule_follows_the_degree():
     sparse = dgl.rand_graph(1000, 10_000)   # mean degree 10: exact
     dense = dgl.rand_graph(1000, 100_000)   # mean degree 100: control variates
     assert dgl_mvs.onehop.default_fanouts(sparse, 2) == [-1, -1]
-    assert dgl_mvs.onehop.default_fanouts(dense, 2) == [-1, dgl_mvs.onehop.CV_FANOUT]
+    assert dgl_mvs.onehop.default_fanouts(dense, 2) == [-1, dgl_mvs.onehop.LAST_CV_FANOUT]
+    assert dgl_mvs.onehop.default_fanouts(dense, 3) == [-1, 2, 8]
     assert dgl_mvs.onehop.default_fanouts(sparse, 3)[1] > 0  # middle layers: CV
 
 
