@@ -2,6 +2,7 @@
 epochs); the README's diff, applied to DGL's GraphSAGE example, trains with SAGE, GCN, GIN
 and GAT layers; the README's commands are the Makefile's and CI's; the README stays a front
 page, and every link between the documentation pages leads somewhere."""
+import doctest
 import re
 import warnings
 from pathlib import Path
@@ -83,6 +84,20 @@ def _anchors(markdown: str) -> set[str]:
     text = re.sub(r"```.*?```", "", markdown, flags=re.S)
     headings = re.findall(r"^#{1,6} +(.+?) *$", text, re.M)
     return {re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-") for h in headings}
+
+
+def test_doc_examples_run():
+    """The interactive examples (``>>>``) of the documentation pages give what they show."""
+    pages = [page for page in DOC_PAGES if ">>> " in page.read_text()]
+    assert ROOT / "docs" / "blocks.md" in pages  # the cost rule's example
+    for page in pages:
+        examples = "\n\n".join(block for block in re.findall(r"```\w*\n(.*?)```",
+                                                             page.read_text(), re.S)
+                               if block.startswith(">>> "))
+        test = doctest.DocTestParser().get_doctest(examples, {}, page.name, str(page), 0)
+        runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+        runner.run(test)
+        assert test.examples and runner.summarize(verbose=False).failed == 0, page.name
 
 
 @pytest.mark.parametrize("page", DOC_PAGES, ids=lambda p: p.name)
