@@ -1,5 +1,8 @@
-"""The README's loop is real code: run it (on Cora, a few epochs); and its diff, applied to
-DGL's GraphSAGE example with SAGE, GCN, GIN and GAT layers."""
+"""The documented code is real code: the user guide's complete loop runs (on Cora, a few
+epochs); the README's diff, applied to DGL's GraphSAGE example, trains with SAGE, GCN, GIN
+and GAT layers; the README's commands are the Makefile's and CI's; the README stays a front
+page, and every link between the documentation pages leads somewhere."""
+import doctest
 import re
 import warnings
 from pathlib import Path
@@ -15,14 +18,17 @@ from dgl.dataloading import DataLoader, NeighborSampler
 import dgl_mvs
 from conftest import random_graph
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+USER_GUIDE = ROOT / "docs" / "user_guide.md"
 
 
-def test_readme_loop_runs():
-    code = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)[0]
+def test_user_guide_loop_runs():
+    code = re.findall(r"```python\n(.*?)```", USER_GUIDE.read_text(), re.S)[0]
+    assert "range(20)" in code and "# MVS" in code
     code = code.replace("range(20)", "range(2)")
     namespace: dict = {}
-    exec(compile(code, str(README), "exec"), namespace)
+    exec(compile(code, str(USER_GUIDE), "exec"), namespace)
     assert namespace["loss"].item() > 0
     sampler, g = namespace["sampler"], namespace["g"]
     assert sampler.block_kind == "onehop"
@@ -36,7 +42,7 @@ def test_readme_loop_runs():
 
 
 def test_readme_diff_is_the_loop():
-    """The diff's added lines are the ones the runnable loop marks # MVS."""
+    """The diff's added lines are the ones the user guide's runnable loop marks # MVS."""
     text = README.read_text()
     diff = re.findall(r"```diff\n(.*?)```", text, re.S)[0]
     added = [line[1:].strip() for line in diff.splitlines() if line.startswith("+")]
@@ -44,6 +50,10 @@ def test_readme_diff_is_the_loop():
     assert any("update_scores" in line for line in added)
     assert any("evaluation_sampler()" in line for line in added)  # the validation loader
     assert len([line for line in diff.splitlines() if line[:1] in "+-"]) <= 10
+    loop = re.findall(r"```python\n(.*?)```", USER_GUIDE.read_text(), re.S)[0]
+    marked = [line for line in loop.splitlines() if "# MVS" in line]
+    for call in ("MVSSampler(", "step_ids()", "set_epoch(", "mvs_weight", "update_scores("):
+        assert any(call in line for line in added) and any(call in line for line in marked)
 
 
 def test_readme_commands_match_makefile_and_ci():
@@ -51,6 +61,58 @@ def test_readme_commands_match_makefile_and_ci():
     assert "make demo" in readme and "make test" in readme
     ci = (README.parent / ".ci" / "run").read_text()
     assert "make test" in ci
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^demo:", makefile, re.M) and re.search(r"^test:", makefile, re.M)
+
+
+def test_readme_is_a_front_page():
+    """Under 12 KB, no internal issue tags, and links to every documentation page."""
+    text = README.read_text()
+    assert len(text.encode()) < 12_000, len(text.encode())
+    assert not re.search(r'\(issue "', text)
+    for page in DOC_PAGES:
+        if page != README:
+            assert f"{page.relative_to(ROOT).as_posix()})" in text, page
+
+
+DOC_PAGES = [README, ROOT / "CONTRIBUTING.md", ROOT / "CHANGELOG.md",
+             *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def _anchors(markdown: str) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"```.*?```", "", markdown, flags=re.S)
+    headings = re.findall(r"^#{1,6} +(.+?) *$", text, re.M)
+    return {re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-") for h in headings}
+
+
+def test_doc_examples_run():
+    """The interactive examples (``>>>``) of the documentation pages give what they show."""
+    pages = [page for page in DOC_PAGES if ">>> " in page.read_text()]
+    assert ROOT / "docs" / "blocks.md" in pages  # the cost rule's example
+    for page in pages:
+        examples = "\n\n".join(block for block in re.findall(r"```\w*\n(.*?)```",
+                                                             page.read_text(), re.S)
+                               if block.startswith(">>> "))
+        test = doctest.DocTestParser().get_doctest(examples, {}, page.name, str(page), 0)
+        runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+        runner.run(test)
+        assert test.examples and runner.summarize(verbose=False).failed == 0, page.name
+
+
+@pytest.mark.parametrize("page", DOC_PAGES, ids=lambda p: p.name)
+def test_doc_links_resolve(page):
+    """Every relative link of the README and the docs names a file that exists, and an anchor
+    that a heading of that file gives."""
+    text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        if re.match(r"[a-z]+:", target):
+            continue  # an external address
+        path, _, anchor = target.partition("#")
+        file = (page.parent / path).resolve() if path else page
+        assert file.exists(), f"{page.name}: {target}"
+        if anchor:
+            assert anchor in _anchors(file.read_text()), f"{page.name}: {target}"
 
 
 class ExampleModel(nn.Module):
