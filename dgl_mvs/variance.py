@@ -175,7 +175,12 @@ def sampled_mix_variances(candidate: torch.Tensor, fresh: torch.Tensor, drawn_wi
     >>> [round(v, 4) for v in whole.tolist()]  # (1-q)/q f^2 summed; uniform: (1-.5)/.5 * 6
     [2.0, 6.0]
     """
-    check_probs(candidate, "candidate")
+    # A candidate probability may be 0 (a score table's float32 probability of a node whose
+    # score is negligible): under a uniform share it is still drawn, without one its term
+    # is infinite (0 where its norm is 0).
+    check_probs(candidate.clamp(min=torch.finfo(candidate.dtype).tiny)
+                if isinstance(candidate, torch.Tensor) and candidate.is_floating_point()
+                else candidate, "candidate")
     check_probs(drawn_with, "drawn_with")
     if not isinstance(fresh, torch.Tensor) or fresh.shape != candidate.shape \
             or drawn_with.shape != candidate.shape:
@@ -193,7 +198,8 @@ def sampled_mix_variances(candidate: torch.Tensor, fresh: torch.Tensor, drawn_wi
     q = candidate.detach().double().cpu()
     mixed = (1.0 - shares)[:, None] * q[None, :] + (shares * float(uniform))[:, None]
     weight = fresh.detach().double().cpu() ** 2 / drawn_with.detach().double().cpu()
-    return ((1.0 - mixed) / mixed * weight[None, :]).sum(1)
+    terms = (1.0 - mixed) / mixed * weight[None, :]
+    return torch.where(weight[None, :] == 0, 0.0, terms).sum(1)
 
 
 def sampled_optimal_probabilities(fresh: torch.Tensor, drawn_with: torch.Tensor,

@@ -345,3 +345,19 @@ def test_measured_overhead_is_reported_and_used_only_when_asked_for(monkeypatch)
     monkeypatch.setattr(dgl_mvs.sampler, "process_group_place", lambda: (0, 2))
     with pytest.raises(ValueError, match=r"give the ranks one number \(e.g. overhead=0.05\)"):
         sampler_for(g, overhead="measured")
+
+
+def test_a_zero_candidate_probability_is_measured_not_refused():
+    """A score table's probability can round to 0 in float32: with a uniform share that node
+    is still drawn and its term is finite; without one it is infinite (0 if its norm is 0).
+    Refusing it stopped a training run (synthetic-100k, GCN) in the middle."""
+    from dgl_mvs.variance import sampled_mix_variances
+    q = torch.tensor([0.0, 0.5, 1.0, 0.0])
+    f = torch.tensor([1.0, 1.0, 2.0, 0.0])
+    drawn = torch.full((4,), 0.5)
+    v = sampled_mix_variances(q, f, drawn, 0.5, [0.0, 0.5, 1.0])
+    assert v[0].item() == float("inf")
+    # a = 0.5: probabilities (0.25, 0.5, 0.75, 0.25); terms (1-p)/p f^2 / 0.5, the last 0.
+    expected = (3.0 * 1 + 1.0 * 1 + (1 / 3) * 4) / 0.5
+    assert abs(v[1].item() - expected) < 1e-9
+    assert abs(v[2].item() - (1.0 + 1.0 + 4.0) / 0.5) < 1e-9
