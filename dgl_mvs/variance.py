@@ -177,7 +177,10 @@ def sampled_mix_variances(candidate: torch.Tensor, fresh: torch.Tensor, drawn_wi
     """
     # A candidate probability may be 0 (a score table's float32 probability of a node whose
     # score is negligible): under a uniform share it is still drawn, without one its term
-    # is infinite (0 where its norm is 0).
+    # is infinite (0 where its norm is 0).  Negative, NaN or above 1 is refused.
+    if isinstance(candidate, torch.Tensor) and candidate.is_floating_point() \
+            and candidate.numel() and not bool(((candidate >= 0) & (candidate <= 1)).all()):
+        raise ValueError("candidate must lie in [0, 1]")
     check_probs(candidate.clamp(min=torch.finfo(candidate.dtype).tiny)
                 if isinstance(candidate, torch.Tensor) and candidate.is_floating_point()
                 else candidate, "candidate")

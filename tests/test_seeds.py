@@ -361,3 +361,10 @@ def test_a_zero_candidate_probability_is_measured_not_refused():
     expected = (3.0 * 1 + 1.0 * 1 + (1 / 3) * 4) / 0.5
     assert abs(v[1].item() - expected) < 1e-9
     assert abs(v[2].item() - (1.0 + 1.0 + 4.0) / 0.5) < 1e-9
+
+
+def test_a_negative_candidate_probability_is_still_refused():
+    from dgl_mvs.variance import sampled_mix_variances
+    with pytest.raises(ValueError, match=r"candidate must lie in \[0, 1\]"):
+        sampled_mix_variances(torch.tensor([-0.1, 0.5]), torch.ones(2), torch.full((2,), 0.5),
+                              0.5, [0.5])
